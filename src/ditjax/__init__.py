@@ -1,0 +1,1 @@
+"""Diffusion Transformers (DiT) in JAX/Flax."""

@@ -1,0 +1,140 @@
+"""Transformer layers of DiT: LayerNorm in float32, attention, MLP and modulation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ditjax.models.initializers import dense_kernel, zeros
+
+LAYER_NORM_EPS = 1e-6
+
+
+def dense(
+    features: int,
+    axes: Sequence[str | None],
+    dtype: jnp.dtype,
+    *,
+    zero_init: bool = False,
+    name: str | None = None,
+) -> nn.Dense:
+    """A Dense layer with float32 params, logical axis names and the reference's init."""
+    kernel_init = zeros if zero_init else dense_kernel
+    return nn.Dense(
+        features,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        kernel_init=nn.with_logical_partitioning(kernel_init, tuple(axes)),
+        bias_init=nn.with_logical_partitioning(zeros, (axes[-1],)),
+        name=name,
+    )
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm (eps 1e-6) with statistics in float32; affine parameters optional."""
+
+    use_affine: bool = False
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        mean = jnp.mean(x32, axis=-1, keepdims=True)
+        var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
+        y = (x32 - mean) * jax.lax.rsqrt(var + LAYER_NORM_EPS)
+        if self.use_affine:
+            features = x.shape[-1]
+            scale = self.param(
+                "scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+                (features,), jnp.float32,
+            )
+            bias = self.param(
+                "bias", nn.with_logical_partitioning(zeros, ("embed",)), (features,), jnp.float32
+            )
+            y = y * scale + bias
+        return y.astype(self.dtype)
+
+
+def modulate(x: jax.Array, shift: jax.Array, scale: jax.Array) -> jax.Array:
+    """adaLN modulation of tokens (N, T, D) by per-example (N, D) shift and scale."""
+    return x * (1 + scale[:, None, :]) + shift[:, None, :]
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with a fused qkv projection: (N, T, D) -> (N, T, D).
+
+    The qkv output rows are [q; k; v], each head-major, as in the reference.
+    """
+
+    num_heads: int
+    dtype: jnp.dtype = jnp.float32
+    implementation: str | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        n, t, d = x.shape
+        head_dim = d // self.num_heads
+        qkv = dense(3 * d, ("embed", "mlp"), self.dtype, name="qkv")(x)
+        qkv = qkv.reshape(n, t, 3, self.num_heads, head_dim)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        out = jax.nn.dot_product_attention(
+            q, k, v, scale=head_dim**-0.5, implementation=self.implementation
+        )
+        out = out.reshape(n, t, d)
+        return dense(d, ("mlp", "embed"), self.dtype, name="proj")(out)
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention from tokens (N, T, D) to a context (N, S, D) -> (N, T, D)."""
+
+    num_heads: int
+    dtype: jnp.dtype = jnp.float32
+    implementation: str | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, context: jax.Array) -> jax.Array:
+        n, t, d = x.shape
+        s = context.shape[1]
+        head_dim = d // self.num_heads
+        q = dense(d, ("embed", "mlp"), self.dtype, name="q")(x)
+        kv = dense(2 * d, ("embed", "mlp"), self.dtype, name="kv")(context)
+        q = q.reshape(n, t, self.num_heads, head_dim)
+        kv = kv.reshape(n, s, 2, self.num_heads, head_dim)
+        out = jax.nn.dot_product_attention(
+            q, kv[:, :, 0], kv[:, :, 1], scale=head_dim**-0.5, implementation=self.implementation
+        )
+        return dense(d, ("mlp", "embed"), self.dtype, name="proj")(out.reshape(n, t, d))
+
+
+class Mlp(nn.Module):
+    """Dense - GELU (tanh approximation) - Dense: (N, T, D) -> (N, T, D)."""
+
+    hidden_features: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        d = x.shape[-1]
+        h = dense(self.hidden_features, ("embed", "mlp"), self.dtype, name="fc1")(x)
+        h = nn.gelu(h, approximate=True)
+        return dense(d, ("mlp", "embed"), self.dtype, name="fc2")(h)
+
+
+class Modulation(nn.Module):
+    """SiLU - Dense(num_chunks * D) on the conditioning (N, D), split into num_chunks (N, D)."""
+
+    num_chunks: int
+    zero_init: bool = True
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, c: jax.Array) -> list[jax.Array]:
+        d = c.shape[-1]
+        out = dense(
+            self.num_chunks * d, ("embed", "mlp"), self.dtype, zero_init=self.zero_init,
+            name="linear",
+        )(nn.silu(c))
+        return jnp.split(out, self.num_chunks, axis=-1)
