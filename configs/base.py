@@ -1,0 +1,59 @@
+"""Every training knob with its default; variant configs override a few fields."""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+
+    # Model.
+    c.model = "DiT-XL/2"  # one of DiT-{S,B,L,XL}/{2,4,8}
+    c.block_type = "adaln_zero"  # adaln_zero | adaln | cross_attention | in_context
+    c.model_overrides = ml_collections.ConfigDict()  # extra DiT fields, e.g. depth, hidden_size
+    c.num_classes = 1000  # class labels; label num_classes is the null class
+    c.class_dropout_prob = 0.1  # label dropout for classifier-free guidance
+    c.learn_sigma = True  # predict the variance as well as the noise
+    c.dtype = "bfloat16"  # activation dtype; params and optimizer state stay float32
+    c.attention_impl = ""  # "" (let JAX choose) | xla | cudnn
+    c.scan_blocks = False  # run the blocks as one nn.scan (faster compiles for deep models)
+    c.remat = "none"  # none | full | dots_saveable | dots_with_no_batch_dims_saveable
+
+    # Data.
+    c.dataset_dir = ""  # latent dataset written by `python -m ditjax.extract_latents`
+    c.image_size = 256  # pixel side of the images the latents were made from
+    c.latent_size = 32  # latent side (image_size / autoencoder downsampling)
+    c.latent_channels = 4  # latent channels (4 for the SD VAE, 3 for identity)
+    c.autoencoder = "identity"  # decoder for previews: identity | sd-vae:PATH
+    c.data_workers = 0  # grain worker processes per host (0 reads in the main process)
+
+    # Diffusion.
+    c.diffusion_steps = 1000  # training timesteps of the linear schedule
+
+    # Optimisation.
+    c.global_batch_size = 256  # examples per step summed over all hosts and devices
+    c.learning_rate = 1e-4  # AdamW peak learning rate
+    c.warmup_steps = 0  # linear warmup from 0 to learning_rate (0 disables)
+    c.weight_decay = 0.0  # AdamW decoupled weight decay
+    c.adam_b1 = 0.9  # AdamW beta1
+    c.adam_b2 = 0.999  # AdamW beta2
+    c.adam_eps = 1e-8  # AdamW epsilon
+    c.grad_clip_norm = 0.0  # clip gradients to this global norm (0 disables)
+    c.ema_decay = 0.9999  # decay of the exponential moving average of the params
+    c.total_steps = 400_000  # training steps
+
+    # Periodic actions.
+    c.log_every = 100  # steps between metric reports
+    c.checkpoint_every = 5_000  # steps between checkpoints
+    c.keep_checkpoints = 3  # most recent checkpoints kept
+    c.keep_every = 100_000  # also keep every checkpoint at a multiple of this step (0: none)
+    c.sample_every = 10_000  # steps between preview grids (0 disables)
+    c.preview_labels = (207, 360, 387, 974, 88, 979, 417, 279)  # classes of the preview grid
+    c.preview_sampler = "ddim50"  # respacing of the preview sampler (DDIM when it starts ddim)
+    c.preview_cfg_scale = 4.0  # guidance scale of the preview samples
+    c.profile_steps = 0  # steps to trace with the profiler after the first log (0: off)
+
+    # Parallelism.
+    c.mesh_shape = (-1, 1)  # (data, fsdp) sizes; one -1 takes the remaining devices
+
+    c.seed = 0  # seeds the params, the per-step randomness and the data order
+    return c

@@ -1,0 +1,46 @@
+"""Image grids and PNG files."""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+
+import numpy as np
+from PIL import Image
+
+
+def make_grid(images: np.ndarray, columns: int | None = None, padding: int = 2) -> np.ndarray:
+    """uint8 images (N, H, W, 3) -> one uint8 grid image, `columns` wide, with padding."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise ValueError(f"expected images (N, H, W, 1|3), got shape {images.shape}")
+    n, h, w, c = images.shape
+    columns = columns or min(n, int(math.ceil(math.sqrt(n))))
+    rows = int(math.ceil(n / columns))
+    grid = np.zeros(
+        (rows * (h + padding) + padding, columns * (w + padding) + padding, c), np.uint8
+    )
+    for i, image in enumerate(images):
+        r, col = divmod(i, columns)
+        top, left = padding + r * (h + padding), padding + col * (w + padding)
+        grid[top : top + h, left : left + w] = image
+    return grid
+
+
+def save_png(image: np.ndarray, path: str, upscale: int = 1) -> str:
+    """Writes a uint8 (H, W, 3) image atomically (temp file, then rename); returns the path."""
+    image = np.asarray(image)
+    if upscale > 1:
+        image = image.repeat(upscale, axis=0).repeat(upscale, axis=1)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".png", dir=directory)
+    os.close(fd)
+    try:
+        Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path

@@ -1,0 +1,35 @@
+"""`python -m ditjax.train --config=configs/xl2.py --workdir=DIR [--config.field=value ...]`."""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from ditjax.training import ConfigError, NonFiniteLossError, train_and_evaluate
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and previews.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    try:
+        result = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except (ConfigError, FileNotFoundError) as error:
+        logging.error("%s", error)
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except NonFiniteLossError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(3)
+    print(f"finished at step {result.step}; checkpoints in {result.checkpoint_dir}")
+    if result.preview_path:
+        print(f"preview grid: {result.preview_path}")
+
+
+if __name__ == "__main__":
+    app.run(main)

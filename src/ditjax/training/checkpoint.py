@@ -1,0 +1,107 @@
+"""Orbax checkpoints of the training state, the data iterator position and the config."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import grain
+import orbax.checkpoint as ocp
+from etils import epath
+
+STATE, DATA, CONFIG = "state", "data", "config"
+
+
+class Checkpointer:
+    """Async, atomic checkpoints with retention: the last `keep` plus every `keep_every`-th.
+
+    Orbax writes each step to a temporary directory and renames it when complete, so an
+    interrupted save never looks like a checkpoint.
+    """
+
+    def __init__(self, directory: str, *, keep: int = 3, keep_every: int = 0, async_save=True):
+        self.directory = epath.Path(directory)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep,
+            keep_period=keep_every or None,
+            enable_async_checkpointing=async_save,
+            create=True,
+        )
+        self.manager = ocp.CheckpointManager(
+            self.directory,
+            options=options,
+            item_handlers={
+                STATE: ocp.StandardCheckpointHandler(),
+                DATA: grain.checkpoint.CheckpointHandler(),
+                CONFIG: ocp.JsonCheckpointHandler(),
+            },
+        )
+
+    def all_steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state: Any, data_iterator: Any, config: dict) -> bool:
+        """Starts saving `step` (returns at once when async); False if it already exists."""
+        if step in self.manager.all_steps():
+            return False
+        return self.manager.save(
+            step,
+            args=ocp.args.Composite(
+                **{
+                    STATE: ocp.args.StandardSave(state),
+                    DATA: grain.checkpoint.CheckpointSave(data_iterator),
+                    CONFIG: ocp.args.JsonSave(config),
+                }
+            ),
+            force=True,
+        )
+
+    def restore(self, step: int, abstract_state: Any, data_iterator: Any) -> Any:
+        """The state at `step`, laid out as `abstract_state` says; moves `data_iterator` there."""
+        restored = self.manager.restore(
+            step,
+            args=ocp.args.Composite(
+                **{
+                    STATE: ocp.args.StandardRestore(abstract_state),
+                    DATA: grain.checkpoint.CheckpointRestore(data_iterator),
+                }
+            ),
+        )
+        return restored[STATE]
+
+    def restore_config(self, step: int) -> dict:
+        """The config snapshot saved with `step`."""
+        restored = self.manager.restore(
+            step, args=ocp.args.Composite(**{CONFIG: ocp.args.JsonRestore()})
+        )
+        return restored[CONFIG]
+
+    def restore_latest_good(
+        self, abstract_state: Any, data_iterator: Any
+    ) -> tuple[int, Any] | None:
+        """(step, state) of the newest checkpoint that restores; None if there is none.
+
+        A checkpoint that fails to restore is reported by path and skipped.
+        """
+        for step in reversed(self.all_steps()):
+            try:
+                return step, self.restore(step, abstract_state, data_iterator)
+            except Exception as error:  # noqa: BLE001 - any failure means "unusable"
+                logging.error(
+                    "checkpoint %s failed to restore (%s: %s); trying an earlier one",
+                    self.directory / str(step),
+                    type(error).__name__,
+                    error,
+                )
+        return None
+
+    def wait(self) -> None:
+        """Blocks until pending async saves are complete."""
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()

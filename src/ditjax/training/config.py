@@ -1,0 +1,124 @@
+"""Checks a training config before any compilation, and builds the model it names."""
+
+from __future__ import annotations
+
+import ml_collections
+
+from ditjax.models import BLOCK_TYPES, MODEL_NAMES, REMAT_POLICIES, DiT, create_model
+from ditjax.models.registry import DTYPES
+from ditjax.parallel import resolve_mesh_shape
+
+ATTENTION_IMPLS = ("", "xla", "cudnn")
+
+
+class ConfigError(ValueError):
+    """A config field that cannot work; the message starts with the field's name."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"config.{field}: {message}")
+        self.field = field
+
+
+def _check(condition: bool, field: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(field, message)
+
+
+def build_model(config: ml_collections.ConfigDict) -> DiT:
+    """The DiT a config describes."""
+    overrides = dict(config.model_overrides)
+    try:
+        return create_model(
+            config.model,
+            input_size=config.latent_size,
+            in_channels=config.latent_channels,
+            num_classes=config.num_classes,
+            class_dropout_prob=config.class_dropout_prob,
+            learn_sigma=config.learn_sigma,
+            block_type=config.block_type,
+            dtype=DTYPES[config.dtype],
+            scan_blocks=config.scan_blocks,
+            remat_policy=config.remat,
+            attention_impl=config.attention_impl or None,
+            **overrides,
+        )
+    except ValueError as error:
+        raise ConfigError("model_overrides" if overrides else "model", str(error)) from None
+
+
+def validate_config(
+    config: ml_collections.ConfigDict, *, num_devices: int, num_processes: int = 1
+) -> tuple[int, int]:
+    """Raises ConfigError naming the first impossible field; returns the (data, fsdp) mesh."""
+    _check(config.model in MODEL_NAMES, "model", f"must be one of {', '.join(MODEL_NAMES)}")
+    _check(config.block_type in BLOCK_TYPES, "block_type", f"must be one of {BLOCK_TYPES}")
+    _check(config.dtype in DTYPES, "dtype", f"must be one of {list(DTYPES)}")
+    _check(config.remat in REMAT_POLICIES, "remat", f"must be one of {REMAT_POLICIES}")
+    _check(
+        config.attention_impl in ATTENTION_IMPLS,
+        "attention_impl",
+        f"must be one of {ATTENTION_IMPLS}",
+    )
+    _check(config.num_classes >= 1, "num_classes", "must be positive")
+    _check(0 <= config.class_dropout_prob < 1, "class_dropout_prob", "must be in [0, 1)")
+    _check(config.latent_channels >= 1, "latent_channels", "must be positive")
+    _check(config.image_size >= 1, "image_size", "must be positive")
+    model = build_model(config)
+    _check(
+        config.latent_size % model.patch_size == 0,
+        "latent_size",
+        f"{config.latent_size} is not divisible by the patch size {model.patch_size} "
+        f"(image_size must be a multiple of 8 x patch for the SD VAE)",
+    )
+    _check(config.diffusion_steps >= 1, "diffusion_steps", "must be positive")
+    _check(config.global_batch_size >= 1, "global_batch_size", "must be positive")
+    _check(
+        config.global_batch_size % num_devices == 0,
+        "global_batch_size",
+        f"{config.global_batch_size} is not divisible by the {num_devices} devices",
+    )
+    _check(
+        config.global_batch_size % num_processes == 0,
+        "global_batch_size",
+        f"{config.global_batch_size} is not divisible by the {num_processes} processes",
+    )
+    _check(config.learning_rate > 0, "learning_rate", "must be positive")
+    _check(config.warmup_steps >= 0, "warmup_steps", "must be >= 0")
+    _check(config.weight_decay >= 0, "weight_decay", "must be >= 0")
+    _check(0 <= config.adam_b1 < 1, "adam_b1", "must be in [0, 1)")
+    _check(0 <= config.adam_b2 < 1, "adam_b2", "must be in [0, 1)")
+    _check(config.grad_clip_norm >= 0, "grad_clip_norm", "must be >= 0 (0 disables)")
+    _check(0 <= config.ema_decay < 1, "ema_decay", "must be in [0, 1)")
+    _check(config.total_steps >= 1, "total_steps", "must be positive")
+    _check(config.log_every >= 1, "log_every", "must be positive")
+    _check(config.checkpoint_every >= 1, "checkpoint_every", "must be positive")
+    _check(config.keep_checkpoints >= 1, "keep_checkpoints", "must be positive")
+    _check(config.keep_every >= 0, "keep_every", "must be >= 0 (0 disables)")
+    _check(config.sample_every >= 0, "sample_every", "must be >= 0 (0 disables)")
+    _check(config.profile_steps >= 0, "profile_steps", "must be >= 0")
+    _check(config.data_workers >= 0, "data_workers", "must be >= 0")
+    labels = tuple(config.preview_labels)
+    _check(
+        len(labels) > 0 and all(0 <= y < config.num_classes for y in labels),
+        "preview_labels",
+        f"must be a non-empty list of classes in [0, {config.num_classes})",
+    )
+    _check(config.preview_cfg_scale >= 1, "preview_cfg_scale", "must be >= 1")
+    sampler = config.preview_sampler
+    steps = sampler[len("ddim") :] if sampler.startswith("ddim") else sampler
+    _check(
+        steps.isdigit() and 1 <= int(steps) <= config.diffusion_steps,
+        "preview_sampler",
+        f"must be 'N' (DDPM) or 'ddimN' with 1 <= N <= {config.diffusion_steps}",
+    )
+    _check(bool(config.dataset_dir), "dataset_dir", "must name a latent dataset directory")
+    try:
+        mesh = resolve_mesh_shape(tuple(config.mesh_shape), num_devices)
+    except ValueError as error:
+        raise ConfigError("mesh_shape", str(error)) from None
+    _check(
+        model.hidden_size % mesh[1] == 0,
+        "mesh_shape",
+        f"fsdp size {mesh[1]} does not divide the model width {model.hidden_size}",
+    )
+    return mesh
