@@ -16,8 +16,8 @@ def make_grid(images: np.ndarray, columns: int | None = None, padding: int = 2) 
     if images.ndim != 4 or images.shape[-1] not in (1, 3):
         raise ValueError(f"expected images (N, H, W, 1|3), got shape {images.shape}")
     n, h, w, c = images.shape
-    columns = columns or min(n, int(math.ceil(math.sqrt(n))))
-    rows = int(math.ceil(n / columns))
+    columns = columns or min(n, math.ceil(math.sqrt(n)))
+    rows = math.ceil(n / columns)
     grid = np.zeros(
         (rows * (h + padding) + padding, columns * (w + padding) + padding, c), np.uint8
     )

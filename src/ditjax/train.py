@@ -7,7 +7,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ditjax.training import ConfigError, NonFiniteLossError, train_and_evaluate
+from ditjax.training.config import ConfigError
+from ditjax.training.loop import NonFiniteLossError, train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and previews.")

@@ -66,9 +66,10 @@ def ddim_sample_loop(
             * jnp.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar))
             * jnp.sqrt(1 - alpha_bar / alpha_bar_prev)
         )
-        mean = out["pred_xstart"] * jnp.sqrt(alpha_bar_prev) + jnp.sqrt(
-            1 - alpha_bar_prev - sigma**2
-        ) * eps
+        mean = (
+            out["pred_xstart"] * jnp.sqrt(alpha_bar_prev)
+            + jnp.sqrt(1 - alpha_bar_prev - sigma**2) * eps
+        )
         if eta == 0.0:
             return mean, None
         z = jax.random.normal(jax.random.fold_in(key, i), x.shape, jnp.float32)

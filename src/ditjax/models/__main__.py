@@ -41,8 +41,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"DiT variants at {args.image_size}x{args.image_size} (latent /{LATENT_DOWNSAMPLE})")
     header = (
-        f"{'model':<10} {'params':>14} {'params+pos':>14} "
-        f"{'paper Gflops (GMAC)':>20} {'GFLOP':>9}"
+        f"{'model':<10} {'params':>14} {'params+pos':>14} {'paper Gflops (GMAC)':>20} {'GFLOP':>9}"
     )
     print(header)
     print("-" * len(header))

@@ -75,7 +75,9 @@ class CrossAttentionBlock(BlockBase):
     def __call__(self, x: jax.Array, context: jax.Array) -> jax.Array:
         x = x + self.attention()(LayerNorm(True, self.dtype, name="norm1")(x))
         x = x + CrossAttention(
-            self.num_heads, dtype=self.dtype, implementation=self.attention_impl,
+            self.num_heads,
+            dtype=self.dtype,
+            implementation=self.attention_impl,
             name="cross_attn",
         )(LayerNorm(True, self.dtype, name="norm_cross")(x), context)
         x = x + self.mlp(x.shape[-1])(LayerNorm(True, self.dtype, name="norm2")(x))

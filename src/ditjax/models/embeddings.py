@@ -67,9 +67,7 @@ class PatchEmbed(nn.Module):
             strides=(p, p),
             padding="VALID",
             dtype=self.dtype,
-            kernel_init=nn.with_logical_partitioning(
-                patch_kernel, (None, None, None, "embed")
-            ),
+            kernel_init=nn.with_logical_partitioning(patch_kernel, (None, None, None, "embed")),
             bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
             name="proj",
         )(x.astype(self.dtype))
@@ -105,9 +103,7 @@ class TimestepEmbedder(nn.Module):
         )(h)
 
 
-def drop_labels(
-    labels: jax.Array, num_classes: int, drop: jax.Array
-) -> jax.Array:
+def drop_labels(labels: jax.Array, num_classes: int, drop: jax.Array) -> jax.Array:
     """Replaces labels with the null class `num_classes` where `drop` is true."""
     return jnp.where(drop, num_classes, labels)
 

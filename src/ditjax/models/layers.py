@@ -48,8 +48,10 @@ class LayerNorm(nn.Module):
         if self.use_affine:
             features = x.shape[-1]
             scale = self.param(
-                "scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
-                (features,), jnp.float32,
+                "scale",
+                nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+                (features,),
+                jnp.float32,
             )
             bias = self.param(
                 "bias", nn.with_logical_partitioning(zeros, ("embed",)), (features,), jnp.float32
@@ -134,7 +136,10 @@ class Modulation(nn.Module):
     def __call__(self, c: jax.Array) -> list[jax.Array]:
         d = c.shape[-1]
         out = dense(
-            self.num_chunks * d, ("embed", "mlp"), self.dtype, zero_init=self.zero_init,
+            self.num_chunks * d,
+            ("embed", "mlp"),
+            self.dtype,
+            zero_init=self.zero_init,
             name="linear",
         )(nn.silu(c))
         return jnp.split(out, self.num_chunks, axis=-1)

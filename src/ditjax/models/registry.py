@@ -55,7 +55,9 @@ def validate_model(model: DiT) -> None:
     if model.block_type not in BLOCK_TYPES:
         raise ValueError(f"block_type must be one of {BLOCK_TYPES}, got {model.block_type!r}")
     if model.remat_policy not in REMAT_POLICIES:
-        raise ValueError(f"remat_policy must be one of {REMAT_POLICIES}, got {model.remat_policy!r}")
+        raise ValueError(
+            f"remat_policy must be one of {REMAT_POLICIES}, got {model.remat_policy!r}"
+        )
     if model.hidden_size % model.num_heads:
         raise ValueError(
             f"hidden_size {model.hidden_size} is not divisible by num_heads {model.num_heads}"

@@ -2,10 +2,21 @@
 
 from ditjax.training.checkpoint import Checkpointer
 from ditjax.training.config import ConfigError, build_model, validate_config
-from ditjax.training.loop import NonFiniteLossError, TrainResult, train_and_evaluate
 from ditjax.training.optimizer import learning_rate_schedule, make_optimizer
 from ditjax.training.state import TrainState, create_train_state
 from ditjax.training.step import make_train_step
+
+_LOOP_NAMES = ("NonFiniteLossError", "TrainResult", "train_and_evaluate")
+
+
+def __getattr__(name: str):
+    # The loop pulls in the data and logging stacks; import it only when asked for.
+    if name in _LOOP_NAMES:
+        from ditjax.training import loop
+
+        return getattr(loop, name)
+    raise AttributeError(f"module 'ditjax.training' has no attribute {name!r}")
+
 
 __all__ = [
     "Checkpointer",

@@ -89,7 +89,7 @@ class Checkpointer:
         for step in reversed(self.all_steps()):
             try:
                 return step, self.restore(step, abstract_state, data_iterator)
-            except Exception as error:  # noqa: BLE001 - any failure means "unusable"
+            except Exception as error:
                 logging.error(
                     "checkpoint %s failed to restore (%s: %s); trying an earlier one",
                     self.directory / str(step),
@@ -105,3 +105,13 @@ class Checkpointer:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def find_checkpoint_dir(path: str) -> epath.Path:
+    """The Orbax step root for a workdir (`<workdir>/checkpoints`) or a checkpoints dir."""
+    root = epath.Path(path)
+    if (root / "checkpoints").is_dir():
+        root = root / "checkpoints"
+    if not root.is_dir():
+        raise FileNotFoundError(f"checkpoint directory {path} does not exist")
+    return root

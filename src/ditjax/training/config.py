@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import ml_collections
 
-from ditjax.models import BLOCK_TYPES, MODEL_NAMES, REMAT_POLICIES, DiT, create_model
+from ditjax.models import (
+    BLOCK_TYPES,
+    MODEL_NAMES,
+    REMAT_POLICIES,
+    DiT,
+    create_model,
+    parse_model_name,
+)
 from ditjax.models.registry import DTYPES
 from ditjax.parallel import resolve_mesh_shape
 
@@ -63,13 +70,16 @@ def validate_config(
     _check(0 <= config.class_dropout_prob < 1, "class_dropout_prob", "must be in [0, 1)")
     _check(config.latent_channels >= 1, "latent_channels", "must be positive")
     _check(config.image_size >= 1, "image_size", "must be positive")
-    model = build_model(config)
+    patch_size = config.model_overrides.get(
+        "patch_size", parse_model_name(config.model)["patch_size"]
+    )
     _check(
-        config.latent_size % model.patch_size == 0,
+        config.latent_size >= 1 and config.latent_size % patch_size == 0,
         "latent_size",
-        f"{config.latent_size} is not divisible by the patch size {model.patch_size} "
+        f"{config.latent_size} is not divisible by the patch size {patch_size} "
         f"(image_size must be a multiple of 8 x patch for the SD VAE)",
     )
+    model = build_model(config)
     _check(config.diffusion_steps >= 1, "diffusion_steps", "must be positive")
     _check(config.global_batch_size >= 1, "global_batch_size", "must be positive")
     _check(

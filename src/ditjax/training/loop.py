@@ -137,9 +137,7 @@ def train_and_evaluate(
     start_step = int(jax.device_get(state.step))
     config_snapshot = config.to_dict()
 
-    writer = metric_writers.create_default_writer(
-        os.fspath(workdir_path), just_logging=not is_main
-    )
+    writer = metric_writers.create_default_writer(os.fspath(workdir_path), just_logging=not is_main)
     if start_step == 0 and is_main:
         parameter_overview.log_parameter_overview(state.params)
         writer.write_hparams({k: v for k, v in config_snapshot.items() if _is_scalar(v)})

@@ -58,7 +58,11 @@ def make_train_step(
         def loss_fn(params):
             def model_fn(x, timesteps):
                 return model.apply(
-                    {"params": params}, x, timesteps, labels, train=True,
+                    {"params": params},
+                    x,
+                    timesteps,
+                    labels,
+                    train=True,
                     rngs={"dropout": key_drop},
                 )
 

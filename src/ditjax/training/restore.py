@@ -1,0 +1,53 @@
+"""Loading trained weights (and the config they were trained with) for sampling."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+from ditjax.models import DiT
+from ditjax.parallel import create_mesh
+from ditjax.training.checkpoint import Checkpointer, find_checkpoint_dir
+from ditjax.training.config import build_model
+from ditjax.training.optimizer import make_optimizer
+from ditjax.training.state import abstract_train_state, state_shardings
+
+
+def load_for_sampling(
+    checkpoint: str, *, step: int | None = None, ema: bool = True
+) -> tuple[ml_collections.ConfigDict, DiT, Any, int]:
+    """(config, model, params, step) from a run's checkpoint; EMA params unless ema=False."""
+    root = find_checkpoint_dir(checkpoint)
+    checkpointer = Checkpointer(str(root), async_save=False)
+    try:
+        steps = checkpointer.all_steps()
+        if not steps:
+            raise FileNotFoundError(f"no checkpoints in {root}")
+        if step is None:
+            step = steps[-1]
+        elif step not in steps:
+            raise FileNotFoundError(f"no checkpoint for step {step} in {root}; have {steps}")
+        config = ml_collections.ConfigDict(checkpointer.restore_config(step))
+        model = build_model(config)
+        latent_shape = (config.latent_size, config.latent_size, config.latent_channels)
+        abstract, boxed = abstract_train_state(
+            model, make_optimizer(config), config.seed, latent_shape
+        )
+        shardings = state_shardings(boxed, create_mesh((-1, 1)))
+        target = jax.tree.map(
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
+        )
+        state = checkpointer.manager.restore(
+            step,
+            args=_state_only_args(target),
+        )["state"]
+    finally:
+        checkpointer.close()
+    return config, model, state.ema_params if ema else state.params, step
+
+
+def _state_only_args(target: Any) -> ocp.args.Composite:
+    return ocp.args.Composite(state=ocp.args.StandardRestore(target))
