@@ -7,17 +7,24 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from ditjax.parallel import initialize_distributed
 from ditjax.training.config import ConfigError
 from ditjax.training.loop import NonFiniteLossError, train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and previews.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0, for clusters JAX cannot detect."
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in the job.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     try:
         result = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     except (ConfigError, FileNotFoundError) as error:
@@ -27,7 +34,8 @@ def main(argv: list[str]) -> None:
     except NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(3)
-    print(f"finished at step {result.step}; checkpoints in {result.checkpoint_dir}")
+    status = "stopped (preempted)" if result.preempted else "finished"
+    print(f"{status} at step {result.step}; checkpoints in {result.checkpoint_dir}")
     if result.preview_path:
         print(f"preview grid: {result.preview_path}")
 

@@ -1,6 +1,7 @@
 """Device mesh, logical-axis rules and global-batch assembly."""
 
 from ditjax.parallel.batch import make_global_batch
+from ditjax.parallel.distributed import initialize_distributed
 from ditjax.parallel.mesh import (
     LOGICAL_AXIS_RULES,
     MESH_AXES,
@@ -16,6 +17,7 @@ __all__ = [
     "MESH_AXES",
     "batch_sharding",
     "create_mesh",
+    "initialize_distributed",
     "logical_shardings",
     "make_global_batch",
     "replicated",

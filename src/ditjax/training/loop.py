@@ -22,6 +22,7 @@ from ditjax.parallel import batch_sharding, create_mesh, make_global_batch, repl
 from ditjax.training.checkpoint import Checkpointer
 from ditjax.training.config import ConfigError, build_model, validate_config
 from ditjax.training.optimizer import learning_rate_schedule, make_optimizer
+from ditjax.training.preemption import PreemptionWatcher
 from ditjax.training.preview import make_preview_fn, preview_labels
 from ditjax.training.state import abstract_train_state, create_train_state, state_shardings
 from ditjax.training.step import make_train_step
@@ -39,6 +40,7 @@ class TrainResult:
     metrics: dict[str, float]
     checkpoint_dir: str
     preview_path: str | None
+    preempted: bool = False
     state: Any = None
 
 
@@ -66,11 +68,17 @@ def _to_host(metrics: list[dict[str, jax.Array]]) -> dict[str, float]:
 
 
 def train_and_evaluate(
-    config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int | None = None
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    stop_at_step: int | None = None,
+    watcher: PreemptionWatcher | None = None,
 ) -> TrainResult:
     """Trains (or resumes) the run in `workdir` up to `config.total_steps`.
 
-    `stop_at_step` ends the loop early after checkpointing that step, as an interruption would.
+    `stop_at_step` ends the loop early after checkpointing that step, as an interruption
+    would. On SIGTERM (see PreemptionWatcher) the run saves at the next step and returns
+    with `preempted=True`.
     """
     # Check everything cheap before any compilation.
     mesh_shape = validate_config(
@@ -188,6 +196,8 @@ def train_and_evaluate(
     last_metrics: dict[str, float] = {}
     log_start = time.perf_counter()
     step = start_step
+    preempted = False
+    watcher = watcher or PreemptionWatcher()
     try:
         while step < last_step:
             batch = make_global_batch(next(data_iterator), mesh)
@@ -196,7 +206,8 @@ def train_and_evaluate(
             pending.append(metrics)
             for hook in hooks:
                 hook(step)
-            save_now = step % config.checkpoint_every == 0 or step == last_step
+            preempted = watcher.should_stop(step)
+            save_now = step % config.checkpoint_every == 0 or step == last_step or preempted
             if step % config.log_every == 0 or save_now:
                 last_metrics = _to_host(pending)
                 if not all(np.isfinite(v) for v in last_metrics.values()):
@@ -213,9 +224,17 @@ def train_and_evaluate(
                 pending, log_start = [], time.perf_counter()
             if save_now:
                 checkpointer.save(step, state, data_iterator, config_snapshot)
-            if preview is not None and (step % config.sample_every == 0 or step == last_step):
+            if (
+                preview is not None
+                and not preempted
+                and (step % config.sample_every == 0 or step == last_step)
+            ):
                 preview_path = write_preview(step) or preview_path
+            if preempted:
+                logging.warning("stopping at step %d after saving a checkpoint", step)
+                break
     finally:
+        watcher.close()
         checkpointer.close()
         writer.flush()
         writer.close()
@@ -224,6 +243,7 @@ def train_and_evaluate(
         metrics=last_metrics,
         checkpoint_dir=os.fspath(checkpointer.directory),
         preview_path=preview_path,
+        preempted=preempted,
         state=state,
     )
 
