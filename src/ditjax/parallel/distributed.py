@@ -7,6 +7,7 @@ import os
 
 import jax
 
+
 def _looks_multiprocess() -> bool:
     """Whether a cluster launcher (SLURM, Open MPI, a TPU pod) started several processes."""
     if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
