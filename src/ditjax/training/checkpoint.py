@@ -59,17 +59,29 @@ class Checkpointer:
             force=True,
         )
 
-    def restore(self, step: int, abstract_state: Any, data_iterator: Any) -> Any:
-        """The state at `step`, laid out as `abstract_state` says; moves `data_iterator` there."""
-        restored = self.manager.restore(
+    def save_state_only(self, step: int, state: Any, config: dict) -> bool:
+        """Saves a state with no data position (converted weights); a run from it starts
+        its data iterator from the beginning."""
+        return self.manager.save(
             step,
             args=ocp.args.Composite(
-                **{
-                    STATE: ocp.args.StandardRestore(abstract_state),
-                    DATA: grain.checkpoint.CheckpointRestore(data_iterator),
-                }
+                **{STATE: ocp.args.StandardSave(state), CONFIG: ocp.args.JsonSave(config)}
             ),
+            force=True,
         )
+
+    def has_data_position(self, step: int) -> bool:
+        return (self.directory / str(step) / DATA).exists()
+
+    def restore(self, step: int, abstract_state: Any, data_iterator: Any) -> Any:
+        """The state at `step`, laid out as `abstract_state` says; moves `data_iterator` there
+        (when the checkpoint has a data position)."""
+        items = {STATE: ocp.args.StandardRestore(abstract_state)}
+        if data_iterator is not None and self.has_data_position(step):
+            items[DATA] = grain.checkpoint.CheckpointRestore(data_iterator)
+        elif data_iterator is not None:
+            logging.info("checkpoint %d has no data position; data starts from the beginning", step)
+        restored = self.manager.restore(step, args=ocp.args.Composite(**items))
         return restored[STATE]
 
     def restore_config(self, step: int) -> dict:

@@ -6,7 +6,6 @@ from typing import Any
 
 import jax
 import ml_collections
-import orbax.checkpoint as ocp
 
 from ditjax.models import DiT
 from ditjax.parallel import create_mesh
@@ -40,14 +39,7 @@ def load_for_sampling(
         target = jax.tree.map(
             lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
         )
-        state = checkpointer.manager.restore(
-            step,
-            args=_state_only_args(target),
-        )["state"]
+        state = checkpointer.restore(step, target, data_iterator=None)
     finally:
         checkpointer.close()
     return config, model, state.ema_params if ema else state.params, step
-
-
-def _state_only_args(target: Any) -> ocp.args.Composite:
-    return ocp.args.Composite(state=ocp.args.StandardRestore(target))
