@@ -31,6 +31,9 @@ def initialize_distributed(
     explicit = coordinator_address is not None or (num_processes or 1) > 1
     if not explicit and not _looks_multiprocess():
         return False
+    if os.environ.get("JAX_PLATFORMS", "").strip().lower() == "cpu":
+        # CPU-only multi-process runs (tests, laptops) need gloo for cross-process collectives.
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
     kwargs = {}
     if coordinator_address is not None:
         kwargs["coordinator_address"] = coordinator_address
