@@ -20,6 +20,7 @@ from ditjax.diffusion import create_diffusion
 from ditjax.image_grid import make_grid, save_png
 from ditjax.parallel import batch_sharding, create_mesh, make_global_batch, replicated
 from ditjax.training.checkpoint import Checkpointer
+from ditjax.training.compatibility import check_resume_compatible
 from ditjax.training.config import ConfigError, build_model, validate_config
 from ditjax.training.optimizer import learning_rate_schedule, make_optimizer
 from ditjax.training.preemption import PreemptionWatcher
@@ -135,6 +136,10 @@ def train_and_evaluate(
         abstract_state,
         shardings,
     )
+    config_snapshot = config.to_dict()
+    latest = checkpointer.latest_step()
+    if latest is not None:
+        check_resume_compatible(checkpointer.restore_config(latest), config_snapshot)
     restored = checkpointer.restore_latest_good(target, data_iterator)
     if restored is None:
         state, _ = create_train_state(model, optimizer, config.seed, latent_shape, mesh)
@@ -143,7 +148,6 @@ def train_and_evaluate(
         start, state = restored
         logging.info("resumed from step %d in %s", start, workdir)
     start_step = int(jax.device_get(state.step))
-    config_snapshot = config.to_dict()
 
     writer = metric_writers.create_default_writer(os.fspath(workdir_path), just_logging=not is_main)
     if start_step == 0 and is_main:
