@@ -91,6 +91,15 @@ class Checkpointer:
         )
         return restored[CONFIG]
 
+    def latest_config(self) -> dict | None:
+        """The config snapshot of the newest checkpoint that has a readable one."""
+        for step in reversed(self.all_steps()):
+            try:
+                return self.restore_config(step)
+            except Exception:  # an unreadable snapshot is skipped like its step
+                continue
+        return None
+
     def restore_latest_good(
         self, abstract_state: Any, data_iterator: Any
     ) -> tuple[int, Any] | None:

@@ -137,9 +137,9 @@ def train_and_evaluate(
         shardings,
     )
     config_snapshot = config.to_dict()
-    latest = checkpointer.latest_step()
-    if latest is not None:
-        check_resume_compatible(checkpointer.restore_config(latest), config_snapshot)
+    saved_config = checkpointer.latest_config()
+    if saved_config is not None:
+        check_resume_compatible(saved_config, config_snapshot)
     restored = checkpointer.restore_latest_good(target, data_iterator)
     if restored is None:
         state, _ = create_train_state(model, optimizer, config.seed, latent_shape, mesh)
