@@ -10,23 +10,23 @@ import sys
 
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import numpy as np
 
-from ditjax.diffusion import create_diffusion  # noqa: E402
-from ditjax.models import create_model  # noqa: E402
-from ditjax.parallel import (  # noqa: E402
+from ditjax.diffusion import create_diffusion
+from ditjax.models import create_model
+from ditjax.parallel import (
     batch_sharding,
     create_mesh,
     make_global_batch,
     replicated,
 )
-from ditjax.training.optimizer import learning_rate_schedule, make_optimizer  # noqa: E402
-from ditjax.training.state import create_train_state  # noqa: E402
-from ditjax.training.step import make_train_step  # noqa: E402
+from ditjax.training.optimizer import learning_rate_schedule, make_optimizer
+from ditjax.training.state import create_train_state
+from ditjax.training.step import make_train_step
 
 sys.path.insert(0, os.path.dirname(__file__))
-from training_fixtures import tiny_config  # noqa: E402
+from training_fixtures import tiny_config
 
 
 def run(mesh_shape, steps=3):
