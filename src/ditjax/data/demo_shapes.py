@@ -1,0 +1,116 @@
+"""The embedded demo set: ten classes of coloured shapes at 32 x 32, generated from a seed.
+
+Each class is one shape in one colour, drawn at a random position and size on a random dark,
+grey-ish background, so the class is obvious to the eye and quick to learn.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+IMAGE_SIZE = 32
+DEMO_CLASS_NAMES = (
+    "red_disc",
+    "blue_square",
+    "green_triangle",
+    "yellow_cross",
+    "magenta_ring",
+    "cyan_diamond",
+    "orange_hbar",
+    "white_vbar",
+    "purple_plus",
+    "lime_frame",
+)
+_COLOURS = np.array(
+    [
+        (230, 40, 40),
+        (50, 90, 240),
+        (40, 200, 60),
+        (240, 220, 40),
+        (230, 50, 220),
+        (40, 220, 230),
+        (250, 140, 20),
+        (245, 245, 245),
+        (140, 60, 220),
+        (170, 250, 90),
+    ],
+    np.float32,
+)
+
+
+def _shape_mask(label: int, dy: np.ndarray, dx: np.ndarray, r: float) -> np.ndarray:
+    """Boolean mask of class `label`'s shape, centred at offsets (dy, dx), radius r."""
+    ady, adx = np.abs(dy), np.abs(dx)
+    thick = max(1.5, r / 3)
+    shapes = {
+        0: dy**2 + dx**2 <= r**2,
+        1: (ady <= r * 0.8) & (adx <= r * 0.8),
+        2: (dy <= r * 0.7) & (dy >= -r) & (adx <= (dy + r) * 0.6),
+        3: (np.abs(dy - dx) <= thick * 0.8) | (np.abs(dy + dx) <= thick * 0.8),
+        4: (dy**2 + dx**2 <= r**2) & (dy**2 + dx**2 >= (r - thick) ** 2),
+        5: ady + adx <= r,
+        6: (ady <= thick * 0.7) & (adx <= r),
+        7: (adx <= thick * 0.7) & (ady <= r),
+        8: ((ady <= thick * 0.6) & (adx <= r)) | ((adx <= thick * 0.6) & (ady <= r)),
+        9: (np.maximum(ady, adx) <= r * 0.85) & (np.maximum(ady, adx) >= r * 0.85 - thick),
+    }
+    return (ady <= r) & (adx <= r) & shapes[label]
+
+
+def generate_demo_images(num_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 (N, 32, 32, 3), labels int64 (N,)), N = 10 * num_per_class, class-major
+    interleaved (labels 0..9, 0..9, ...); deterministic for a seed."""
+    rng = np.random.default_rng(seed)
+    n = num_per_class * len(DEMO_CLASS_NAMES)
+    labels = np.tile(np.arange(len(DEMO_CLASS_NAMES)), num_per_class).astype(np.int64)
+    ys, xs = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE].astype(np.float32)
+    images = np.empty((n, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
+    for i, label in enumerate(labels):
+        background = rng.uniform(10, 70) + rng.uniform(-12, 12, size=3)
+        radius = rng.uniform(6.0, 11.0)
+        cy, cx = rng.uniform(radius, IMAGE_SIZE - radius, size=2)
+        mask = _shape_mask(int(label), ys - cy, xs - cx, radius)
+        colour = _COLOURS[label] * rng.uniform(0.85, 1.0)
+        image = np.broadcast_to(background, (IMAGE_SIZE, IMAGE_SIZE, 3)).copy()
+        image[mask] = colour
+        image += rng.normal(0, 3, size=image.shape)
+        images[i] = np.clip(image, 0, 255).astype(np.uint8)
+    return images, labels
+
+
+class DemoShapes(tfds.core.GeneratorBasedBuilder):
+    """TFDS builder of the demo set: train (1000 per class) and test (100 per class)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {
+        "1.0.0": "Ten classes of coloured shapes at 32 x 32."
+    }
+    TRAIN_PER_CLASS = 1000
+    TEST_PER_CLASS = 100
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return self.dataset_info_from_configs(
+            description=__doc__,
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(IMAGE_SIZE, IMAGE_SIZE, 3)),
+                    "label": tfds.features.ClassLabel(names=DEMO_CLASS_NAMES),
+                }
+            ),
+            supervised_keys=("image", "label"),
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # everything is generated; nothing is downloaded
+        return {
+            "train": self._generate_examples(self.TRAIN_PER_CLASS, seed=0),
+            "test": self._generate_examples(self.TEST_PER_CLASS, seed=1),
+        }
+
+    def _generate_examples(self, num_per_class: int, seed: int):
+        images, labels = generate_demo_images(num_per_class, seed)
+        for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+            yield i, {"image": image, "label": int(label)}
