@@ -15,6 +15,7 @@ import pathlib
 import sys
 
 import numpy as np
+from absl import logging
 
 DEMO_CONFIG = pathlib.Path(__file__).resolve().parents[2] / "configs" / "demo.py"
 SAMPLES_PER_CLASS = 8
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample_steps", type=int, default=100, help="DDPM sampling steps")
     parser.add_argument("--cfg_scale", type=float, default=2.0, help="guidance scale")
     args = parser.parse_args(argv)
+    logging.set_verbosity(logging.INFO)
     result = run_demo(
         args.workdir,
         total_steps=args.total_steps,

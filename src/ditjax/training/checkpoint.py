@@ -20,7 +20,9 @@ class Checkpointer:
     """
 
     def __init__(self, directory: str, *, keep: int = 3, keep_every: int = 0, async_save=True):
-        self.directory = epath.Path(directory)
+        path = epath.Path(directory)
+        # Orbax needs absolute paths; gs:// and other URLs already are.
+        self.directory = path if "://" in str(directory) else epath.Path(path.resolve())
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,
             keep_period=keep_every or None,
