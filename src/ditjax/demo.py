@@ -32,18 +32,29 @@ class DemoResult:
     steps: int
 
 
+def config_image_size(config_file: str | os.PathLike) -> int:
+    """The image side a demo config trains at (its latents are kept per size)."""
+    from ditjax.convert_run import load_config_file
+
+    return load_config_file(config_file).image_size
+
+
 def run_demo(
     workdir: str = "demo_run",
     *,
     config_file: str | os.PathLike = DEMO_CONFIG,
     total_steps: int | None = None,
     sample_steps: int = 100,
-    cfg_scale: float = 2.0,
+    cfg_scale: float = 4.0,
 ) -> DemoResult:
     """Runs the demo end to end in `workdir`; each stage is skipped when already done."""
     from ditjax.autoencoder import create_autoencoder
     from ditjax.convert_run import load_config_file
-    from ditjax.data.demo_shapes import DEMO_CLASS_NAMES, generate_demo_images
+    from ditjax.data.demo_shapes import (
+        DEMO_CLASS_NAMES,
+        demo_images_at,
+        generate_demo_images,
+    )
     from ditjax.data.extract import extract_latents
     from ditjax.data.sources import open_source
     from ditjax.evaluation.demo_classifier import classify, train_demo_classifier
@@ -52,7 +63,7 @@ def run_demo(
     from ditjax.training.loop import train_and_evaluate
 
     root = pathlib.Path(workdir)
-    latents = root / "latents"
+    latents = root / f"latents{config_image_size(config_file)}"
     config = load_config_file(config_file)
     config.dataset_dir = str(latents)
     if total_steps is not None:
@@ -84,6 +95,7 @@ def run_demo(
 
     print("[4/4] scoring the samples with a classifier trained on the demo set", flush=True)
     train_images, train_labels = generate_demo_images(500, seed=1234)
+    train_images = demo_images_at(train_images, config.image_size)
     classifier = train_demo_classifier(train_images, train_labels, seed=0)
     predicted = np.asarray(classify(classifier, images))
     accuracy = float(np.mean(predicted == np.asarray(labels)))
@@ -103,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", default="demo_run", help="where everything is written")
     parser.add_argument("--total_steps", type=int, default=None, help="override training steps")
     parser.add_argument("--sample_steps", type=int, default=100, help="DDPM sampling steps")
-    parser.add_argument("--cfg_scale", type=float, default=2.0, help="guidance scale")
+    parser.add_argument("--cfg_scale", type=float, default=4.0, help="guidance scale")
     args = parser.parse_args(argv)
     logging.set_verbosity(logging.INFO)
     result = run_demo(

@@ -81,6 +81,17 @@ def generate_demo_images(num_per_class: int, seed: int) -> tuple[np.ndarray, np.
     return images, labels
 
 
+def demo_images_at(images: np.ndarray, image_size: int) -> np.ndarray:
+    """Demo images (N, 32, 32, 3) prepared as training sees them: ADM crop to `image_size`."""
+    if image_size == IMAGE_SIZE:
+        return images
+    from PIL import Image
+
+    from ditjax.data.adm_crop import center_crop_adm
+
+    return np.stack([center_crop_adm(Image.fromarray(x), image_size) for x in images])
+
+
 class DemoShapes(tfds.core.GeneratorBasedBuilder):
     """TFDS builder of the demo set: train (1000 per class) and test (100 per class)."""
 

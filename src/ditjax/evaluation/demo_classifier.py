@@ -24,14 +24,19 @@ class DemoClassifier:
 
 
 def demo_features(images: np.ndarray) -> np.ndarray:
-    """uint8 (N, 32, 32, 3) -> float32 (N, F): a 4x-pooled image, the colour of the brightest
-    and most saturated pixels, and a 4 x 4 x 4 colour histogram of the foreground."""
+    """uint8 (N, S, S, 3), S a multiple of 8 -> float32 (N, F): the image pooled to 8 x 8, the
+    colour of the brightest and most saturated pixels, and a 4 x 4 x 4 colour histogram of
+    the foreground."""
     x = np.asarray(images, np.float32) / 255.0
-    n = len(x)
-    pooled = x.reshape(n, 8, 4, 8, 4, 3).mean(axis=(2, 4)).reshape(n, -1)
+    n, side = len(x), x.shape[1]
+    if x.shape[1:] != (side, side, 3) or side % 8:
+        raise ValueError(f"expected square RGB images with a side divisible by 8, got {x.shape}")
+    block = side // 8
+    pooled = x.reshape(n, 8, block, 8, block, 3).mean(axis=(2, 4)).reshape(n, -1)
+    num_top = max(4, side * side // 25)
     saturation = x.max(-1) - x.min(-1)
     score = (saturation + x.mean(-1)).reshape(n, -1)
-    top = np.argsort(score, axis=1)[:, -40:]
+    top = np.argsort(score, axis=1)[:, -num_top:]
     flat = x.reshape(n, -1, 3)
     top_colour = np.take_along_axis(flat, top[..., None], axis=1).mean(axis=1)
     bins = np.minimum((flat * 4).astype(np.int32), 3)
@@ -47,7 +52,7 @@ def demo_features(images: np.ndarray) -> np.ndarray:
 def train_demo_classifier(
     images: np.ndarray, labels: np.ndarray, seed: int = 0, steps: int = 500
 ) -> DemoClassifier:
-    """Fits the classifier to uint8 images (N, 32, 32, 3) and labels (N,)."""
+    """Fits the classifier to uint8 images (N, S, S, 3) and labels (N,)."""
     features = demo_features(images)
     mean, std = features.mean(0), features.std(0) + 1e-6
     x = jnp.asarray((features - mean) / std)
@@ -77,6 +82,6 @@ def train_demo_classifier(
 
 
 def classify(classifier: DemoClassifier, images: np.ndarray) -> np.ndarray:
-    """Predicted labels (N,) for uint8 images (N, 32, 32, 3)."""
+    """Predicted labels (N,) for uint8 images (N, S, S, 3) of the size it was trained on."""
     x = (demo_features(images) - classifier.mean) / classifier.std
     return np.argmax(x @ classifier.weights + classifier.bias, axis=1)
