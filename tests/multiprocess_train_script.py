@@ -33,7 +33,7 @@ def main(argv):
     config.global_batch_size = 8
     config.total_steps = steps
     config.log_every = 1
-    config.checkpoint_every = 2
+    config.checkpoint_every = 1
     config.sample_every = 0
     config.mesh_shape = tuple(int(v) for v in mesh.split("x"))
     result = train_and_evaluate(config, workdir)

@@ -95,7 +95,7 @@ def test_train_step_compiles_once_and_learns():
         ("block_type", "resnet"),
         ("global_batch_size", 7),
         ("mesh_shape", (3, -1)),
-        ("latent_size", 30),
+        ("latent_size", 31),
         ("ema_decay", 1.5),
         ("preview_labels", (0, 99)),
         ("preview_sampler", "ddimX"),

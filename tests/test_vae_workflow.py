@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from ditjax.autoencoder import create_autoencoder
+from ditjax.data.adm_crop import center_crop_adm, to_model_range
 from ditjax.data.latent_format import read_latent_info
 from ditjax.data.pipeline import open_latent_source
 from test_training_loop import write_image_folder
@@ -64,7 +65,7 @@ def test_extract_train_sample_with_sd_vae(vae_dir, tmp_path):
     vae = create_autoencoder(f"sd-vae:{vae_dir}")
     example = open_latent_source(str(latents))[0]
     first = sorted((images / "class_0").glob("*.png"))[0]
-    crop = np.asarray(Image.open(first).convert("RGB"), np.float32)[None] / 127.5 - 1
+    crop = to_model_range(center_crop_adm(Image.open(first), IMAGE_SIZE))[None]
     moments = np.asarray(vae.encode(crop))[0]
     np.testing.assert_allclose(example["mean"], moments[..., :4], atol=2e-3)
     np.testing.assert_allclose(

@@ -44,7 +44,7 @@ _COLOURS = np.array(
 def _shape_mask(label: int, dy: np.ndarray, dx: np.ndarray, r: float) -> np.ndarray:
     """Boolean mask of class `label`'s shape, centred at offsets (dy, dx), radius r."""
     ady, adx = np.abs(dy), np.abs(dx)
-    thick = max(1.5, r / 3)
+    thick = max(2.5, r / 2.5)
     shapes = {
         0: dy**2 + dx**2 <= r**2,
         1: (ady <= r * 0.8) & (adx <= r * 0.8),
@@ -70,7 +70,7 @@ def generate_demo_images(num_per_class: int, seed: int) -> tuple[np.ndarray, np.
     images = np.empty((n, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
     for i, label in enumerate(labels):
         background = rng.uniform(10, 70) + rng.uniform(-12, 12, size=3)
-        radius = rng.uniform(6.0, 11.0)
+        radius = rng.uniform(7.5, 12.0)
         cy, cx = rng.uniform(radius, IMAGE_SIZE - radius, size=2)
         mask = _shape_mask(int(label), ys - cy, xs - cx, radius)
         colour = _COLOURS[label] * rng.uniform(0.85, 1.0)
