@@ -149,3 +149,55 @@ def test_convert_command_writes_a_loadable_run(tmp_path):
     assert step == 0 and config.model == NAME and model.patch_size == 8
     assert_trees_equal(jax.device_get(loaded), params)
     assert main(args) == 2  # refuses to overwrite an existing run
+
+
+def torch_linear(x, state, name):
+    """y = x W^T + b with a PyTorch (out, in) weight."""
+    return x @ state[f"{name}.weight"].astype(np.float64).T + state[f"{name}.bias"]
+
+
+def reference_block(x, c, state, prefix, num_heads):
+    """The reference adaLN-Zero DiT block in float64, on PyTorch-layout weights."""
+
+    def norm(v):
+        mean = v.mean(-1, keepdims=True)
+        return (v - mean) / np.sqrt(((v - mean) ** 2).mean(-1, keepdims=True) + 1e-6)
+
+    silu_c = c / (1 + np.exp(-c))
+    chunks = np.split(torch_linear(silu_c, state, f"{prefix}.adaLN_modulation.1"), 6, axis=-1)
+    shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (v[:, None] for v in chunks)
+    n, t, d = x.shape
+    h = norm(x) * (1 + scale_msa) + shift_msa
+    qkv = torch_linear(h, state, f"{prefix}.attn.qkv").reshape(n, t, 3, num_heads, d // num_heads)
+    q, k, v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+    logits = q @ k.transpose(0, 1, 3, 2) * (d // num_heads) ** -0.5
+    weights = np.exp(logits - logits.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    attn = (weights @ v).transpose(0, 2, 1, 3).reshape(n, t, d)
+    x = x + gate_msa * torch_linear(attn, state, f"{prefix}.attn.proj")
+    h = norm(x) * (1 + scale_mlp) + shift_mlp
+    h = torch_linear(h, state, f"{prefix}.mlp.fc1")
+    h = 0.5 * h * (1 + np.tanh(np.sqrt(2 / np.pi) * (h + 0.044715 * h**3)))
+    return x + gate_mlp * torch_linear(h, state, f"{prefix}.mlp.fc2")
+
+
+def test_converted_block_matches_numpy_reference_block():
+    from ditjax.models.blocks import AdaLNZeroBlock
+
+    _, params = random_params(seed=4)
+    state = {
+        k: v.astype(np.float64)
+        for k, v in official_dit_state_dict(params, NAME, image_size=IMAGE_SIZE).items()
+    }
+    converted = official_dit_params(state, NAME, image_size=IMAGE_SIZE)
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2, 4, 384))
+    c = rng.normal(size=(2, 384))
+    expected = reference_block(x, c, state, "blocks.5", num_heads=6)
+    block = AdaLNZeroBlock(num_heads=6)
+    with jax.default_matmul_precision("highest"):
+        ours = block.apply(
+            {"params": converted["blocks"]["blocks_5"]}, x.astype(np.float32), c.astype(np.float32)
+        )
+    np.testing.assert_allclose(np.asarray(ours), expected, atol=2e-5 * np.abs(expected).max())
+    assert np.abs(expected - x).max() > 0.01  # the block does change its input
