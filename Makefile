@@ -39,7 +39,7 @@ sample: $(STAMP)
 ifeq ($(CKPT),)
 	test -d $(DEMO_DIR)/run/checkpoints || $(MAKE) demo
 	$(BIN)/python -m ditjax.sample --checkpoint=$(DEMO_DIR)/run --labels=0,1,2,3,4,5,6,7,8,9 \
-		--repeats=4 --cfg_scale=2.0 --steps=100 --upscale=4 --out=$(DEMO_DIR)/sample_grid.png
+		--repeats=4 --cfg_scale=4.0 --steps=100 --upscale=6 --out=$(DEMO_DIR)/sample_grid.png
 else
 	$(BIN)/python -m ditjax.sample --checkpoint=$(CKPT) $(if $(VAE),--autoencoder=$(VAE)) \
 		--cfg_scale=4.0 --sampler=ddpm --steps=250 --out=sample_grid.png

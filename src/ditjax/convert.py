@@ -16,10 +16,13 @@ import jax
 import numpy as np
 from flax.traverse_util import flatten_dict
 
+from ditjax.convert_vae import diffusers_vae_params
 from ditjax.models import DiT, create_model, sincos_2d_position_table
 from ditjax.models.costs import abstract_params
 
 LATENT_DOWNSAMPLE = 8
+
+__all__ = ["diffusers_vae_params", "official_dit_params", "official_dit_state_dict"]
 
 
 # Official DiT names -> (our path, kind); blocks use "{i}" for the block index.
