@@ -15,7 +15,10 @@ class Autoencoder(Protocol):
     in the first C channels and its log-variance in the last C.
     `decode`: latents (N, h, w, C) in the autoencoder's own units -> images (N, H, W, 3) in
     about [-1, 1]. Training multiplies posterior samples by `scale`; sampling divides by it
-    before decoding. Both are pure and jittable.
+    before decoding. Both are pure and jittable; an implementation that holds parameters jits
+    them itself with the parameters as arguments, so that callers can call `encode` and
+    `decode` directly instead of closing over the parameters in a jit of their own (which
+    would embed them in the compiled program as constants).
     """
 
     name: str

@@ -6,7 +6,8 @@ grey-ish background, so the class is obvious to the eye and quick to learn.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -93,7 +94,11 @@ def demo_images_at(images: np.ndarray, image_size: int) -> np.ndarray:
 
 
 class DemoShapes(tfds.core.GeneratorBasedBuilder):
-    """TFDS builder of the demo set: train (1000 per class) and test (100 per class)."""
+    """TFDS builder of the demo set: train (1000 per class) and test (100 per class).
+
+    Registered as "demo_shapes" on import; generated offline, in ArrayRecord files unless
+    another `file_format` is asked for.
+    """
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES: ClassVar[dict[str, str]] = {
@@ -101,6 +106,11 @@ class DemoShapes(tfds.core.GeneratorBasedBuilder):
     }
     TRAIN_PER_CLASS = 1000
     TEST_PER_CLASS = 100
+
+    def __init__(self, *, file_format: str | None = None, **kwargs: Any) -> None:
+        super().__init__(file_format=file_format, **kwargs)
+        if file_format is None and not self.is_prepared():  # prepared data keeps its format
+            self.info.set_file_format("array_record", override=True)
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
@@ -114,14 +124,16 @@ class DemoShapes(tfds.core.GeneratorBasedBuilder):
             supervised_keys=("image", "label"),
         )
 
-    def _split_generators(self, dl_manager):
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Any]:
         del dl_manager  # everything is generated; nothing is downloaded
         return {
             "train": self._generate_examples(self.TRAIN_PER_CLASS, seed=0),
             "test": self._generate_examples(self.TEST_PER_CLASS, seed=1),
         }
 
-    def _generate_examples(self, num_per_class: int, seed: int):
+    def _generate_examples(
+        self, num_per_class: int, seed: int
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
         images, labels = generate_demo_images(num_per_class, seed)
         for i, (image, label) in enumerate(zip(images, labels, strict=True)):
             yield i, {"image": image, "label": int(label)}

@@ -21,9 +21,15 @@ SKIPPED_FILE = "skipped.txt"
 MOMENT_KEYS = ("mean", "logvar", "mean_flip", "logvar_flip")
 
 
-def latent_features(latent_shape: tuple[int, int, int], class_names: list[str]):
-    """The TFDS features of one example."""
-    tensors = {k: tfds.features.Tensor(shape=latent_shape, dtype=np.float16) for k in MOMENT_KEYS}
+def latent_features(
+    latent_shape: tuple[int, int, int], class_names: list[str]
+) -> tfds.features.FeaturesDict:
+    """The TFDS features of one example: the four moments (h, w, C) float16, stored as raw
+    bytes, and the label."""
+    tensors = {
+        key: tfds.features.Tensor(shape=latent_shape, dtype=np.float16, encoding="bytes")
+        for key in MOMENT_KEYS
+    }
     return tfds.features.FeaturesDict(
         {**tensors, "label": tfds.features.ClassLabel(names=class_names)}
     )
@@ -34,13 +40,24 @@ def shard_filename(shard: int, num_shards: int) -> str:
     return f"{DATASET_NAME}-{SPLIT}.array_record-{shard:05d}-of-{num_shards:05d}"
 
 
-def read_latent_info(dataset_dir: str) -> dict[str, Any]:
-    """The `ditjax_latents.json` of a latent dataset (latent_shape, scale, num_classes, ...)."""
+REQUIRED_INFO_KEYS = ("latent_shape", "num_classes", "scale", "autoencoder", "num_examples")
+
+
+def read_latent_info(dataset_dir: str | os.PathLike) -> dict[str, Any]:
+    """The `ditjax_latents.json` of a latent dataset: latent_shape [h, w, C], latent_channels,
+    scale, num_classes, class_names, autoencoder, image_size, num_examples, ..."""
     path = os.path.join(dataset_dir, INFO_FILE)
     if not os.path.exists(path):
         raise FileNotFoundError(
-            f"{dataset_dir} is not a latent dataset ({INFO_FILE} is missing); write one with "
-            "`python -m ditjax.extract_latents`"
+            f"{os.fspath(dataset_dir)} is not a latent dataset ({path} is missing); write one "
+            "with `python -m ditjax.extract_latents`"
         )
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            info = json.load(f)
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not a readable latent dataset description: {error}") from None
+    missing = [key for key in REQUIRED_INFO_KEYS if not isinstance(info, dict) or key not in info]
+    if missing:
+        raise ValueError(f"{path} is not a latent dataset description (missing {missing})")
+    return info

@@ -1,0 +1,138 @@
+"""The embedded demo set: deterministic, balanced, learnable, and a working offline TFDS builder."""
+
+import hashlib
+import socket
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from ditjax.data.demo_shapes import DEMO_CLASS_NAMES, DemoShapes, generate_demo_images
+from ditjax.data.sources import open_source
+from ditjax.evaluation.demo_classifier import classify, train_demo_classifier
+
+
+def test_generation_is_deterministic_for_a_seed():
+    a, labels_a = generate_demo_images(20, seed=7)
+    b, labels_b = generate_demo_images(20, seed=7)
+    c, _ = generate_demo_images(20, seed=8)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(labels_a, labels_b)
+    assert not np.array_equal(a, c)
+
+
+def test_shapes_dtypes_and_balanced_classes():
+    images, labels = generate_demo_images(30, seed=0)
+    assert images.shape == (300, 32, 32, 3) and images.dtype == np.uint8
+    assert labels.shape == (300,) and labels.dtype == np.int64
+    assert len(DEMO_CLASS_NAMES) == 10 and len(set(DEMO_CLASS_NAMES)) == 10
+    assert np.bincount(labels, minlength=10).tolist() == [30] * 10
+    # No two images are the same: positions, sizes and backgrounds vary.
+    assert len({x.tobytes() for x in images}) == 300
+
+
+def test_shape_colour_stands_out_from_a_dark_background():
+    images, labels = generate_demo_images(20, seed=1)
+    x = images.astype(np.float32)
+    brightest = np.sort(x.max(-1).reshape(len(x), -1), axis=1)
+    # The background is dark; the shape (at least 5% of the pixels) is much brighter.
+    assert np.all(brightest[:, : 32 * 32 // 2].mean(1) < 90)
+    assert np.all(brightest[:, -32 * 32 // 20 :].mean(1) > 150)
+    # The shape's colour (its brightest pixels) is the same within a class.
+    top = np.argsort(x.max(-1).reshape(len(x), -1), axis=1)[:, -20:]
+    colours = np.take_along_axis(x.reshape(len(x), -1, 3), top[..., None], axis=1).mean(1)
+    for c in range(10):
+        spread = colours[labels == c].std(0)
+        assert np.all(spread < 25), (DEMO_CLASS_NAMES[c], spread)
+
+
+def test_generation_is_fast():
+    import time
+
+    start = time.perf_counter()
+    images, _ = generate_demo_images(500, seed=3)
+    assert len(images) == 5000
+    assert time.perf_counter() - start < 10.0
+
+
+def test_classifier_separates_held_out_classes():
+    train_x, train_y = generate_demo_images(100, seed=11)
+    test_x, test_y = generate_demo_images(50, seed=12)
+    classifier = train_demo_classifier(train_x, train_y, seed=0)
+    predicted = classify(classifier, test_x)
+    assert predicted.shape == test_y.shape
+    accuracy = np.mean(predicted == test_y)
+    assert accuracy >= 0.95, accuracy
+    # Every class is recognised, not only most of them.
+    for c in range(10):
+        assert np.mean(predicted[test_y == c] == c) >= 0.8, DEMO_CLASS_NAMES[c]
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError("network access in a test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def digests(images) -> list[str]:
+    return sorted(hashlib.sha1(np.asarray(x).tobytes()).hexdigest() for x in images)
+
+
+def test_tfds_builder_prepares_offline(tmp_path, no_network):
+    builder = tfds.builder("demo_shapes", data_dir=str(tmp_path))
+    assert isinstance(builder, DemoShapes)
+    builder.download_and_prepare()
+    info = builder.info
+    assert info.version == "1.0.0"
+    assert info.file_format.value == "array_record"
+    assert info.splits["train"].num_examples == 10 * DemoShapes.TRAIN_PER_CLASS
+    assert info.splits["test"].num_examples == 10 * DemoShapes.TEST_PER_CLASS
+    assert info.features["label"].names == list(DEMO_CLASS_NAMES)
+    assert info.features["image"].shape == (32, 32, 3)
+
+    test = builder.as_data_source(split="test")
+    examples = [test[i] for i in range(len(test))]
+    assert np.bincount([e["label"] for e in examples]).tolist() == [100] * 10
+    # The split holds exactly the generated test images (TFDS stores them in its own order).
+    expected, expected_labels = generate_demo_images(DemoShapes.TEST_PER_CLASS, seed=1)
+    assert digests(e["image"] for e in examples) == digests(expected)
+    by_digest = {
+        hashlib.sha1(x.tobytes()).hexdigest(): y
+        for x, y in zip(expected, expected_labels, strict=True)
+    }
+    for e in examples[:50]:
+        assert by_digest[hashlib.sha1(e["image"].tobytes()).hexdigest()] == e["label"]
+
+    # The extraction source reads the prepared set in a fixed order, in any range.
+    source = open_source("tfds:demo_shapes:test", data_dir=str(tmp_path))
+    assert len(source) == source.num_examples == 1000
+    assert source.class_names == list(DEMO_CLASS_NAMES)
+    whole = list(source)
+    assert all(e.error is None and e.image.size == (32, 32) for e in whole)
+    middle = list(source.iter_range(300, 310))
+    assert [e.key for e in middle] == [e.key for e in whole[300:310]]
+    for a, b in zip(middle, whole[300:310], strict=True):
+        np.testing.assert_array_equal(np.asarray(a.image), np.asarray(b.image))
+    np.testing.assert_array_equal(np.asarray(whole[0].image), examples[0]["image"])
+    assert [e.label for e in whole] == [e["label"] for e in examples]
+
+
+def test_source_reads_a_tfrecord_dataset_in_ranges(tmp_path, no_network):
+    # A dataset prepared in TFRecord files (no random access) keeps its format when reopened.
+    tfds.builder(
+        "demo_shapes", data_dir=str(tmp_path), file_format="tfrecord"
+    ).download_and_prepare()
+    source = open_source("tfds:demo_shapes:test", data_dir=str(tmp_path))
+    assert tfds.builder("demo_shapes", data_dir=str(tmp_path)).info.file_format.value == "tfrecord"
+    whole = list(source)
+    assert len(whole) == 1000
+    expected, _ = generate_demo_images(DemoShapes.TEST_PER_CLASS, seed=1)
+    assert digests(np.asarray(e.image) for e in whole) == digests(expected)
+    middle = list(source.iter_range(995, 1000))
+    assert [e.key for e in middle] == [e.key for e in whole[995:]]
+    for a, b in zip(middle, whole[995:], strict=True):
+        np.testing.assert_array_equal(np.asarray(a.image), np.asarray(b.image))
+        assert a.label == b.label
