@@ -84,15 +84,16 @@ def dataset(tmp_path_factory) -> str:
 
 
 def test_two_processes_match_one_and_restore_on_another_mesh(dataset, tmp_path):
-    # Step 1 sees the same global batch and noise: the losses agree to float rounding.
-    first = run_two_processes(dataset, tmp_path / "multi", "4x1", 1)
+    # The same global batches, noise and updates: after two steps (the second one sees a
+    # model that already depends on the data) the runs agree to float rounding.
+    first = run_two_processes(dataset, tmp_path / "multi", "4x1", 2)
     assert [r["process"] for r in first] == [0, 1]
-    assert all(r["processes"] == 2 and r["devices"] == 4 and r["step"] == 1 for r in first)
-    single_first = run_single(dataset, tmp_path / "single", "4x1", 1, devices=4)
+    assert all(r["processes"] == 2 and r["devices"] == 4 and r["step"] == 2 for r in first)
+    single_first = run_single(dataset, tmp_path / "single", "4x1", 2, devices=4)
     assert single_first["processes"] == 1
     for r in first:
-        np.testing.assert_allclose(r["loss"], single_first["loss"], rtol=1e-6)
-        np.testing.assert_allclose(r["checksum"], single_first["checksum"], rtol=1e-6)
+        np.testing.assert_allclose(r["loss"], single_first["loss"], rtol=1e-5)
+        np.testing.assert_allclose(r["checksum"], single_first["checksum"], rtol=1e-5)
     # Both resume and go on; Adam amplifies the all-reduce's different summation order
     # a little in the zero-initialised layers, hence the looser tolerance after 4 steps.
     multi = run_two_processes(dataset, tmp_path / "multi", "4x1", 4)
