@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import tempfile
 
 import numpy as np
+from etils import epath
 from PIL import Image
 
 
@@ -29,16 +31,28 @@ def make_grid(images: np.ndarray, columns: int | None = None, padding: int = 2) 
 
 
 def save_png(image: np.ndarray, path: str, upscale: int = 1) -> str:
-    """Writes a uint8 (H, W, 3) image atomically (temp file, then rename); returns the path."""
+    """Writes a uint8 (H, W, 3) image; local files atomically (temp file, then rename), URLs
+    such as gs://... through etils.epath. Returns the path."""
     image = np.asarray(image)
     if upscale > 1:
         image = image.repeat(upscale, axis=0).repeat(upscale, axis=1)
+    picture = Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image)
+    if "://" in path:
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+        target = epath.Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(buffer.getvalue())
+        return path
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".png", dir=directory)
     os.close(fd)
     try:
-        Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(tmp)
+        picture.save(tmp, format="PNG")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
 DATASET_NAME = "ditjax_latents"
 SPLIT = "train"
@@ -46,15 +47,15 @@ REQUIRED_INFO_KEYS = ("latent_shape", "num_classes", "scale", "autoencoder", "nu
 def read_latent_info(dataset_dir: str | os.PathLike) -> dict[str, Any]:
     """The `ditjax_latents.json` of a latent dataset: latent_shape [h, w, C], latent_channels,
     scale, num_classes, class_names, autoencoder, image_size, num_examples, ..."""
-    path = os.path.join(dataset_dir, INFO_FILE)
-    if not os.path.exists(path):
+    # epath reads local paths and bucket URLs (gs://...) alike.
+    path = epath.Path(dataset_dir) / INFO_FILE
+    if not path.exists():
         raise FileNotFoundError(
             f"{os.fspath(dataset_dir)} is not a latent dataset ({path} is missing); write one "
             "with `python -m ditjax.extract_latents`"
         )
     try:
-        with open(path) as f:
-            info = json.load(f)
+        info = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise ValueError(f"{path} is not a readable latent dataset description: {error}") from None
     missing = [key for key in REQUIRED_INFO_KEYS if not isinstance(info, dict) or key not in info]
