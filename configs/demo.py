@@ -20,9 +20,9 @@ def get_config():
     config.latent_channels = 3
     config.autoencoder = "identity"
     config.global_batch_size = 64
-    config.learning_rate = 1e-3
+    config.learning_rate = 2e-3
     config.warmup_steps = 100
-    config.ema_decay = 0.995
+    config.ema_decay = 0.998
     config.total_steps = 2000
     config.log_every = 100
     config.checkpoint_every = 500
