@@ -16,14 +16,12 @@ import numpy as np
 from ditjax.diffusion import create_diffusion
 from ditjax.models import create_model
 from ditjax.parallel import (
-    batch_sharding,
     create_mesh,
     make_global_batch,
-    replicated,
 )
 from ditjax.training.optimizer import learning_rate_schedule, make_optimizer
 from ditjax.training.state import create_train_state
-from ditjax.training.step import make_train_step
+from ditjax.training.step import jit_train_step, make_train_step
 
 sys.path.insert(0, os.path.dirname(__file__))
 from training_fixtures import tiny_config
@@ -46,12 +44,7 @@ def run(mesh_shape, steps=3):
         latent_scale=1.0,
         learning_rate_fn=learning_rate_schedule(config),
     )
-    step = jax.jit(
-        step_fn,
-        in_shardings=(shardings, batch_sharding(mesh)),
-        out_shardings=(shardings, replicated(mesh)),
-        donate_argnums=(0,),
-    )
+    step = jit_train_step(step_fn, shardings, mesh)
     rng = np.random.default_rng(0)
     batch = {
         "mean": rng.normal(size=(16, 8, 8, 3)).astype(np.float32),

@@ -13,11 +13,11 @@ import pytest
 
 from ditjax.diffusion import create_diffusion
 from ditjax.models import create_model
-from ditjax.parallel import batch_sharding, create_mesh, make_global_batch, replicated
+from ditjax.parallel import create_mesh, make_global_batch
 from ditjax.training import ConfigError, validate_config
 from ditjax.training.optimizer import learning_rate_schedule, make_optimizer
 from ditjax.training.state import create_train_state
-from ditjax.training.step import make_train_step
+from ditjax.training.step import jit_train_step, make_train_step
 from training_fixtures import load_config, tiny_config
 
 HERE = pathlib.Path(__file__).parent
@@ -61,12 +61,7 @@ def test_train_step_compiles_once_and_learns():
         ),
         n=1,
     )
-    step = jax.jit(
-        step_fn,
-        in_shardings=(shardings, batch_sharding(mesh)),
-        out_shardings=(shardings, replicated(mesh)),
-        donate_argnums=(0,),
-    )
+    step = jit_train_step(step_fn, shardings, mesh)
     rng = np.random.default_rng(0)
     batch = {
         "mean": (rng.normal(size=(16, 8, 8, 3)) * 0.5).astype(np.float32),

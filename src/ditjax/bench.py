@@ -18,11 +18,11 @@ import numpy as np
 from ditjax.diffusion import create_diffusion
 from ditjax.models import create_model, forward_macs
 from ditjax.models.registry import DTYPES
-from ditjax.parallel import batch_sharding, create_mesh, make_global_batch, replicated
+from ditjax.parallel import create_mesh, make_global_batch
 from ditjax.sampling import make_sample_fn
 from ditjax.training.optimizer import learning_rate_schedule, make_optimizer
 from ditjax.training.state import create_train_state
-from ditjax.training.step import make_train_step
+from ditjax.training.step import jit_train_step, make_train_step
 
 
 def _optimizer_config(learning_rate: float = 1e-4) -> ml_collections.ConfigDict:
@@ -54,7 +54,7 @@ def bench_train(args) -> dict:
     optimizer = make_optimizer(config)
     latent_shape = (args.latent_size, args.latent_size, model.in_channels)
     state, shardings = create_train_state(model, optimizer, 0, latent_shape, mesh)
-    step = jax.jit(
+    step = jit_train_step(
         make_train_step(
             model,
             create_diffusion(),
@@ -63,9 +63,8 @@ def bench_train(args) -> dict:
             latent_scale=0.18215,
             learning_rate_fn=learning_rate_schedule(config),
         ),
-        in_shardings=(shardings, batch_sharding(mesh)),
-        out_shardings=(shardings, replicated(mesh)),
-        donate_argnums=(0,),
+        shardings,
+        mesh,
     )
     local = args.batch_size // jax.process_count()
     rng = np.random.default_rng(0)

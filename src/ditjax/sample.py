@@ -8,13 +8,12 @@ import sys
 import jax
 import numpy as np
 from absl import app, flags
-from jax.sharding import NamedSharding, PartitionSpec
 
 from ditjax.autoencoder import create_autoencoder
 from ditjax.diffusion import GUIDANCE_MODES
 from ditjax.image_grid import make_grid, save_png
-from ditjax.parallel import create_mesh
-from ditjax.sampling import SAMPLERS, make_sample_fn, to_uint8
+from ditjax.parallel import batch_sharding, create_mesh
+from ditjax.sampling import SAMPLERS, make_image_sample_fn
 from ditjax.training.restore import load_for_sampling
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A run's workdir or checkpoints directory.")
@@ -66,8 +65,9 @@ def sample_images(
         raise ValueError(f"labels {bad} are outside [0, {config.num_classes})")
     autoencoder = create_autoencoder(autoencoder_spec or config.autoencoder)
     latent_shape = (config.latent_size, config.latent_size, config.latent_channels)
-    sample = make_sample_fn(
+    sample = make_image_sample_fn(
         model,
+        autoencoder,
         latent_shape=latent_shape,
         sampler=sampler,
         steps=steps,
@@ -80,14 +80,8 @@ def sample_images(
     num_devices = mesh.devices.size
     padded = int(np.ceil(len(labels) / num_devices)) * num_devices
     y = np.asarray(list(labels) + [labels[-1]] * (padded - len(labels)), np.int32)
-    y = jax.device_put(y, NamedSharding(mesh, PartitionSpec(("data", "fsdp"))))
-
-    @jax.jit
-    def generate(params, y, key):
-        latents = sample(params, y, key)
-        return to_uint8(autoencoder.decode(latents / autoencoder.scale))
-
-    images = generate(params, y, jax.random.key(seed))
+    y = jax.device_put(y, batch_sharding(mesh))
+    images = sample(params, y, jax.random.key(seed))
     return np.asarray(jax.device_get(images))[: len(labels)]
 
 

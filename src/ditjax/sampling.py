@@ -65,6 +65,21 @@ def make_sample_fn(
     return sample
 
 
+def make_image_sample_fn(
+    model: DiT, autoencoder, **sample_options
+) -> Callable[[dict, jax.Array, jax.Array], jax.Array]:
+    """`sample(params, labels (N,), key) -> uint8 images (N, H, W, 3)`: the sampling loop and
+    the decoder as one jitted program. `sample_options` are those of `make_sample_fn`."""
+    sample_latents = make_sample_fn(model, **sample_options)
+
+    @jax.jit
+    def sample(params: dict, labels: jax.Array, key: jax.Array) -> jax.Array:
+        latents = sample_latents(params, labels, key)
+        return to_uint8(autoencoder.decode(latents / autoencoder.scale))
+
+    return sample
+
+
 def to_uint8(images: jax.Array) -> jax.Array:
     """Images in [-1, 1] (N, H, W, 3) -> uint8 (N, H, W, 3), rounding as the reference does."""
     return jnp.clip(127.5 * images + 128.0, 0, 255).astype(jnp.uint8)

@@ -18,15 +18,20 @@ from ditjax.autoencoder import create_autoencoder
 from ditjax.data import make_train_iterator, read_latent_info
 from ditjax.diffusion import create_diffusion
 from ditjax.image_grid import make_grid, save_png
-from ditjax.parallel import batch_sharding, create_mesh, make_global_batch, replicated
+from ditjax.parallel import create_mesh, make_global_batch
 from ditjax.training.checkpoint import Checkpointer
 from ditjax.training.compatibility import check_resume_compatible
 from ditjax.training.config import ConfigError, build_model, validate_config
 from ditjax.training.optimizer import learning_rate_schedule, make_optimizer
 from ditjax.training.preemption import PreemptionWatcher
-from ditjax.training.preview import make_preview_fn, preview_labels
-from ditjax.training.state import abstract_train_state, create_train_state, state_shardings
-from ditjax.training.step import make_train_step
+from ditjax.training.preview import make_preview_fn
+from ditjax.training.state import (
+    abstract_train_state,
+    create_train_state,
+    sharded_target,
+    state_shardings,
+)
+from ditjax.training.step import jit_train_step, make_train_step
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -111,13 +116,7 @@ def train_and_evaluate(
         latent_scale=autoencoder.scale,
         learning_rate_fn=learning_rate_fn,
     )
-    data_sharding = batch_sharding(mesh)
-    train_step = jax.jit(
-        step_fn,
-        in_shardings=(shardings, data_sharding),
-        out_shardings=(shardings, replicated(mesh)),
-        donate_argnums=(0,),
-    )
+    train_step = jit_train_step(step_fn, shardings, mesh)
 
     # Data and checkpoints: resume from the newest good checkpoint if there is one.
     data_iterator = make_train_iterator(
@@ -131,11 +130,7 @@ def train_and_evaluate(
         keep=config.keep_checkpoints,
         keep_every=config.keep_every,
     )
-    target = jax.tree.map(
-        lambda shape, sharding: jax.ShapeDtypeStruct(shape.shape, shape.dtype, sharding=sharding),
-        abstract_state,
-        shardings,
-    )
+    target = sharded_target(abstract_state, shardings)
     config_snapshot = config.to_dict()
     saved_config = checkpointer.latest_config()
     if saved_config is not None:
@@ -182,7 +177,7 @@ def train_and_evaluate(
             cfg_scale=config.preview_cfg_scale,
             diffusion_steps=config.diffusion_steps,
         )
-    labels = preview_labels(config.preview_labels)
+    labels = np.asarray(config.preview_labels, np.int32)
     preview_key = jax.random.key(config.seed + 1)
     preview_path = None
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
 import ml_collections
 
 from ditjax.models import DiT
@@ -12,7 +11,7 @@ from ditjax.parallel import create_mesh
 from ditjax.training.checkpoint import Checkpointer, find_checkpoint_dir
 from ditjax.training.config import build_model
 from ditjax.training.optimizer import make_optimizer
-from ditjax.training.state import abstract_train_state, state_shardings
+from ditjax.training.state import abstract_train_state, sharded_target, state_shardings
 
 
 def load_for_sampling(
@@ -36,9 +35,7 @@ def load_for_sampling(
             model, make_optimizer(config), config.seed, latent_shape
         )
         shardings = state_shardings(boxed, create_mesh((-1, 1)))
-        target = jax.tree.map(
-            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
-        )
+        target = sharded_target(abstract, shardings)
         state = checkpointer.restore(step, target, data_iterator=None)
     finally:
         checkpointer.close()

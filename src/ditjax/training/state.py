@@ -65,6 +65,13 @@ def state_shardings(boxed_abstract_state: Any, mesh: Mesh) -> TrainState:
     )
 
 
+def sharded_target(abstract_state: Any, shardings: Any) -> Any:
+    """ShapeDtypeStructs carrying their shardings: what Orbax restores into."""
+    return jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, shardings
+    )
+
+
 def create_train_state(
     model: DiT,
     optimizer: optax.GradientTransformation,

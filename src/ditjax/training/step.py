@@ -7,9 +7,11 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh
 
 from ditjax.diffusion import Diffusion, training_losses
 from ditjax.models import DiT
+from ditjax.parallel import batch_sharding, replicated
 from ditjax.training.state import TrainState
 
 Batch = dict[str, jax.Array]
@@ -88,3 +90,18 @@ def make_train_step(
         return new_state, metrics
 
     return train_step
+
+
+def jit_train_step(
+    step_fn: Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]],
+    state_shardings: TrainState,
+    mesh: Mesh,
+):
+    """`step_fn` jitted for `mesh`: state in its shardings (donated), the batch split over
+    every device, metrics replicated."""
+    return jax.jit(
+        step_fn,
+        in_shardings=(state_shardings, batch_sharding(mesh)),
+        out_shardings=(state_shardings, replicated(mesh)),
+        donate_argnums=(0,),
+    )
