@@ -10,12 +10,12 @@ import pytest
 
 from ditjax.convert import (
     extract_state_dict,
-    main,
+    load_torch_checkpoint,
     official_dit_params,
     official_dit_state_dict,
 )
+from ditjax.convert.__main__ import main
 from ditjax.models import create_model
-from ditjax.torch_checkpoint import load_torch_checkpoint
 
 NAME, IMAGE_SIZE = "DiT-S/8", 128  # 16 x 16 latents, a 2 x 2 token grid
 
@@ -48,7 +48,7 @@ def test_round_trip_is_identity_and_has_official_layout():
 
 
 def test_xl2_layout_has_the_released_292_tensors():
-    from ditjax.convert import _official_layout
+    from ditjax.convert.official_dit import _official_layout
 
     assert len(_official_layout(28)) + 1 == 292  # + pos_embed
 

@@ -11,7 +11,7 @@ from safetensors.numpy import save_file
 
 from ditjax.autoencoder.sd_vae import SDVAEAutoencoder, load_sd_vae
 from ditjax.autoencoder.sd_vae_layers import SDVAE, SDVAEConfig
-from ditjax.convert_vae import (
+from ditjax.convert.diffusers_vae import (
     diffusers_vae_params,
     flax_path_to_diffusers_key,
     infer_sd_vae_config,

@@ -34,7 +34,7 @@ class DemoResult:
 
 def config_image_size(config_file: str | os.PathLike) -> int:
     """The image side a demo config trains at (its latents are kept per size)."""
-    from ditjax.convert_run import load_config_file
+    from ditjax.training.config import load_config_file
 
     return load_config_file(config_file).image_size
 
@@ -49,7 +49,6 @@ def run_demo(
 ) -> DemoResult:
     """Runs the demo end to end in `workdir`; each stage is skipped when already done."""
     from ditjax.autoencoder import create_autoencoder
-    from ditjax.convert_run import load_config_file
     from ditjax.data.demo_shapes import (
         DEMO_CLASS_NAMES,
         demo_images_at,
@@ -60,6 +59,7 @@ def run_demo(
     from ditjax.evaluation.demo_classifier import classify, train_demo_classifier
     from ditjax.image_grid import make_grid, save_png
     from ditjax.sample import sample_images
+    from ditjax.training.config import load_config_file
     from ditjax.training.loop import train_and_evaluate
 
     root = pathlib.Path(workdir)

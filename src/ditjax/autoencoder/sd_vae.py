@@ -10,7 +10,11 @@ import jax
 import jax.numpy as jnp
 
 from ditjax.autoencoder.sd_vae_layers import SDVAE, SDVAEConfig
-from ditjax.convert_vae import diffusers_vae_params, infer_sd_vae_config, read_diffusers_vae
+from ditjax.convert.diffusers_vae import (
+    diffusers_vae_params,
+    infer_sd_vae_config,
+    read_diffusers_vae,
+)
 
 
 class SDVAEAutoencoder:

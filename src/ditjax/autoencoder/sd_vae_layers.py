@@ -1,7 +1,7 @@
 """The Stable Diffusion KL autoencoder (diffusers `AutoencoderKL`) in Flax Linen, NHWC.
 
 Module and parameter names follow the diffusers module tree (`encoder/down_blocks_0/resnets_1/
-conv1`, ...) so that `ditjax.convert_vae` can map a diffusers state dict one-to-one.
+conv1`, ...) so that `ditjax.convert.diffusers_vae` can map a diffusers state dict one-to-one.
 """
 
 from __future__ import annotations

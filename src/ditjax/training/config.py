@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import pathlib
+import runpy
+
 import ml_collections
 
 from ditjax.models import (
@@ -132,3 +136,11 @@ def validate_config(
         f"fsdp size {mesh[1]} does not divide the model width {model.hidden_size}",
     )
     return mesh
+
+
+def load_config_file(path: str | os.PathLike) -> ml_collections.ConfigDict:
+    """`get_config()` of a config file."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    return runpy.run_path(str(path))["get_config"]()

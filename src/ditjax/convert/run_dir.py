@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import pathlib
-import runpy
 from typing import Any
 
 import jax
@@ -12,20 +10,12 @@ import ml_collections
 import numpy as np
 
 from ditjax.training.checkpoint import Checkpointer
-from ditjax.training.config import build_model
+from ditjax.training.config import build_model, load_config_file
 from ditjax.training.optimizer import make_optimizer
 from ditjax.training.state import TrainState, abstract_train_state
 
 LATENT_DOWNSAMPLE = 8
-_REPO_CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
-
-
-def load_config_file(path: str | os.PathLike) -> ml_collections.ConfigDict:
-    """`get_config()` of a config file."""
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
-    return runpy.run_path(str(path))["get_config"]()
+_REPO_CONFIGS = pathlib.Path(__file__).resolve().parents[3] / "configs"
 
 
 def converted_run_config(

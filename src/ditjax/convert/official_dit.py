@@ -1,13 +1,7 @@
-"""Converters from released PyTorch weights to ditjax params, and the `convert` command.
-
-`python -m ditjax.convert official-dit DiT-XL-2-256x256.pt --out DIR [--name DiT-XL/2
---image_size 256]` writes a run directory that `ditjax.sample` and `ditjax.train` load.
-"""
+"""The official DiT checkpoints (facebookresearch/DiT) <-> ditjax DiT params."""
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,13 +10,10 @@ import jax
 import numpy as np
 from flax.traverse_util import flatten_dict
 
-from ditjax.convert_vae import diffusers_vae_params
 from ditjax.models import DiT, create_model, sincos_2d_position_table
 from ditjax.models.costs import abstract_params
 
 LATENT_DOWNSAMPLE = 8
-
-__all__ = ["diffusers_vae_params", "official_dit_params", "official_dit_state_dict"]
 
 
 # Official DiT names -> (our path, kind); blocks use "{i}" for the block index.
@@ -196,46 +187,3 @@ def extract_state_dict(checkpoint: Any) -> dict[str, np.ndarray]:
     if isinstance(checkpoint, Mapping) and all(isinstance(k, str) for k in checkpoint):
         return dict(checkpoint)
     raise ValueError("checkpoint is neither a state dict nor a train.py checkpoint with 'ema'")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ditjax.convert", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    dit = commands.add_parser("official-dit", help="official DiT .pt -> ditjax run directory")
-    dit.add_argument("source", help="DiT-XL-2-256x256.pt, or a reference train.py checkpoint")
-    dit.add_argument("--out", required=True, help="run directory to write (a --workdir)")
-    dit.add_argument("--name", default="DiT-XL/2", help="model name, e.g. DiT-XL/2")
-    dit.add_argument("--image_size", type=int, default=256, help="image side (256 or 512)")
-    dit.add_argument("--scan_blocks", action="store_true", help="stack blocks for nn.scan")
-    dit.add_argument(
-        "--config",
-        default=None,
-        help="training config file for the run (default: configs/xl2.py of this repository)",
-    )
-    args = parser.parse_args(argv)
-
-    from ditjax.convert_run import write_converted_run
-    from ditjax.torch_checkpoint import load_torch_checkpoint
-
-    try:
-        state_dict = extract_state_dict(load_torch_checkpoint(args.source))
-        params = official_dit_params(
-            state_dict, args.name, image_size=args.image_size, scan_blocks=args.scan_blocks
-        )
-        path = write_converted_run(
-            params,
-            args.out,
-            name=args.name,
-            image_size=args.image_size,
-            scan_blocks=args.scan_blocks,
-            config_file=args.config,
-        )
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"wrote {path}; sample with: python -m ditjax.sample --checkpoint={args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
