@@ -15,6 +15,7 @@ from ditjax.models.embeddings import (
     TimestepEmbedder,
     sincos_2d_position_table,
 )
+from ditjax.models.gradient_boundary import gradient_boundary
 
 REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")
 
@@ -67,7 +68,7 @@ class BlockStack(nn.Module):
         )
         if not self.scan:
             for i in range(self.depth):
-                x = block_cls(**kwargs, name=f"blocks_{i}")(x, cond)
+                x = block_cls(**kwargs, name=f"blocks_{i}")(gradient_boundary(x), cond)
             return x
 
         def body(block: nn.Module, carry: jax.Array, cond: jax.Array | None):

@@ -8,9 +8,63 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ditjax.models.attention import dot_product_attention
 from ditjax.models.initializers import dense_kernel, zeros
 
 LAYER_NORM_EPS = 1e-6
+
+
+@jax.custom_vjp
+def _matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """(M, K) @ (K, N) -> (M, N), with the weight gradient as one plain (K, M) x (M, N) dot."""
+    return x @ kernel
+
+
+def _matmul_fwd(x: jax.Array, kernel: jax.Array):
+    return x @ kernel, (x, kernel)
+
+
+def _matmul_bwd(residuals, g: jax.Array):
+    x, kernel = residuals
+    dx = jax.lax.dot_general(g, kernel, (((1,), (1,)), ((), ())))
+    dkernel = jax.lax.dot_general(x, g, (((0,), (0,)), ((), ())))
+    return dx, dkernel
+
+
+_matmul.defvjp(_matmul_fwd, _matmul_bwd)
+
+
+class Dense(nn.Module):
+    """`x @ kernel + bias` over the last axis of tokens (..., K) -> (..., N).
+
+    The leading axes are flattened into one matrix dimension and the backward pass is
+    written out, so that XLA sees two plain matrix products instead of a contraction over
+    several axes; on CPU that keeps it from transposing the cotangent in a slow loop.
+    """
+
+    features: int
+    axes: tuple[str | None, str | None] = ("embed", "mlp")
+    dtype: jnp.dtype = jnp.float32
+    zero_init: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel_init = zeros if self.zero_init else dense_kernel
+        kernel = self.param(
+            "kernel",
+            nn.with_logical_partitioning(kernel_init, tuple(self.axes)),
+            (x.shape[-1], self.features),
+            jnp.float32,
+        )
+        bias = self.param(
+            "bias",
+            nn.with_logical_partitioning(zeros, (self.axes[-1],)),
+            (self.features,),
+            jnp.float32,
+        )
+        lead = x.shape[:-1]
+        y = _matmul(x.reshape(-1, x.shape[-1]).astype(self.dtype), kernel.astype(self.dtype))
+        return y.reshape(*lead, self.features) + bias.astype(self.dtype)
 
 
 def dense(
@@ -20,17 +74,9 @@ def dense(
     *,
     zero_init: bool = False,
     name: str | None = None,
-) -> nn.Dense:
+) -> Dense:
     """A Dense layer with float32 params, logical axis names and the reference's init."""
-    kernel_init = zeros if zero_init else dense_kernel
-    return nn.Dense(
-        features,
-        dtype=dtype,
-        param_dtype=jnp.float32,
-        kernel_init=nn.with_logical_partitioning(kernel_init, tuple(axes)),
-        bias_init=nn.with_logical_partitioning(zeros, (axes[-1],)),
-        name=name,
-    )
+    return Dense(features, tuple(axes), dtype, zero_init, name=name)
 
 
 class LayerNorm(nn.Module):
@@ -82,9 +128,7 @@ class SelfAttention(nn.Module):
         qkv = dense(3 * d, ("embed", "mlp"), self.dtype, name="qkv")(x)
         qkv = qkv.reshape(n, t, 3, self.num_heads, head_dim)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        out = jax.nn.dot_product_attention(
-            q, k, v, scale=head_dim**-0.5, implementation=self.implementation
-        )
+        out = dot_product_attention(q, k, v, implementation=self.implementation)
         out = out.reshape(n, t, d)
         return dense(d, ("mlp", "embed"), self.dtype, name="proj")(out)
 
@@ -105,9 +149,7 @@ class CrossAttention(nn.Module):
         kv = dense(2 * d, ("embed", "mlp"), self.dtype, name="kv")(context)
         q = q.reshape(n, t, self.num_heads, head_dim)
         kv = kv.reshape(n, s, 2, self.num_heads, head_dim)
-        out = jax.nn.dot_product_attention(
-            q, kv[:, :, 0], kv[:, :, 1], scale=head_dim**-0.5, implementation=self.implementation
-        )
+        out = dot_product_attention(q, kv[:, :, 0], kv[:, :, 1], implementation=self.implementation)
         return dense(d, ("mlp", "embed"), self.dtype, name="proj")(out.reshape(n, t, d))
 
 
