@@ -25,6 +25,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.latent_channels = 4  # latent channels (4 for the SD VAE, 3 for identity)
     c.autoencoder = "identity"  # decoder for previews: identity | sd-vae:PATH
     c.data_workers = 0  # grain worker processes per host (0 reads in the main process)
+    c.random_flip = True  # horizontal flip augmentation (off for digits, text, ...)
 
     # Diffusion.
     c.diffusion_steps = 1000  # training timesteps of the linear schedule

@@ -180,6 +180,15 @@ def test_flips_happen_and_are_deterministic(latents, record_of):
     assert sum(len(v) == 2 for v in seen.values()) > NUM_RECORDS // 2
 
 
+def test_random_flip_off_reads_only_unflipped_moments_in_the_same_order(latents, record_of):
+    plain = iterator(latents, seed=0, random_flip=False)
+    flipping = iterator(latents, seed=0)
+    for _ in range(2 * BATCHES_PER_EPOCH):
+        got = identify(next(plain), record_of)
+        assert not any(flipped for _, flipped in got)
+        assert [r for r, _ in got] == [r for r, _ in identify(next(flipping), record_of)]
+
+
 def assert_same_batches(got, expected):
     for a, b in zip(got, expected, strict=True):
         assert a.keys() == b.keys()

@@ -56,6 +56,10 @@ def _draw_flip(record: int, rng: np.random.Generator) -> tuple[int, bool]:
     return record, bool(rng.integers(2))
 
 
+def _never_flip(record: int) -> tuple[int, bool]:
+    return record, False
+
+
 def local_batch_size(global_batch_size: int, process_count: int) -> int:
     """B_local = global_batch_size / process_count; an error unless it divides exactly."""
     if global_batch_size < 1 or process_count < 1 or global_batch_size % process_count:
@@ -73,21 +77,21 @@ def process_choices(
     seed: int,
     process_index: int,
     process_count: int,
+    random_flip: bool = True,
 ) -> grain.MapDataset:
     """The batches of (records, flips) that process `process_index` reads, in order.
 
-    Element b is (records int64 (B_local,), flips bool (B_local,)) of global batch b.
+    Element b is (records int64 (B_local,), flips bool (B_local,)) of global batch b. With
+    `random_flip=False` no flipped moments are read (for data whose mirror image means
+    something else, such as digits and text); the record order does not change.
     """
     local = local_batch_size(global_batch_size, process_count)
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index {process_index} is not in [0, {process_count})")
     order = GlobalOrder(num_records, global_batch_size, seed)
-    return (
-        grain.MapDataset.range(_STREAM_LENGTH)
-        .map(order)
-        .random_map(_draw_flip, seed=seed)
-        .batch(local, drop_remainder=True)[process_index::process_count]
-    )
+    records = grain.MapDataset.range(_STREAM_LENGTH).map(order)
+    choices = records.random_map(_draw_flip, seed=seed) if random_flip else records.map(_never_flip)
+    return choices.batch(local, drop_remainder=True)[process_index::process_count]
 
 
 def process_record_indices(
@@ -146,12 +150,14 @@ def make_train_iterator(
     process_count: int | None = None,
     worker_count: int = 0,
     prefetch_batches: int = 2,
+    random_flip: bool = True,
 ) -> grain.DatasetIterator:
     """This process's endless iterator of batches: dicts of numpy arrays `mean`, `logvar`
     (B_local, h, w, C) float32 and `label` (B_local,) int32, B_local = global_batch_size /
     process_count (jax.process_index() / jax.process_count() by default).
 
-    `worker_count` > 0 reads in that many worker processes, else in threads. The iterator has
+    `worker_count` > 0 reads in that many worker processes, else in threads. `random_flip`
+    False never reads the flipped moments. The iterator has
     `get_state()` / `set_state()`; see `iterator_checkpoint_args` for Orbax.
     """
     process_index = jax.process_index() if process_index is None else process_index
@@ -163,6 +169,7 @@ def make_train_iterator(
         seed=seed,
         process_index=process_index,
         process_count=process_count,
+        random_flip=random_flip,
     ).map(_ReadBatch(source))
     if worker_count:
         if not flags.FLAGS.is_parsed():  # grain's workers read its absl flags

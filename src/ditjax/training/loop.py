@@ -124,6 +124,7 @@ def train_and_evaluate(
         global_batch_size=config.global_batch_size,
         seed=config.seed,
         worker_count=config.data_workers,
+        random_flip=config.random_flip,
     )
     checkpointer = Checkpointer(
         os.fspath(workdir_path / "checkpoints"),
