@@ -9,7 +9,7 @@ VAE ?=
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install test lint format demo sample clean
+.PHONY: install test lint format demo sample bench clean
 
 install: $(STAMP)
 
@@ -44,6 +44,12 @@ else
 	$(BIN)/python -m ditjax.sample --checkpoint=$(CKPT) $(if $(VAE),--autoencoder=$(VAE)) \
 		--cfg_scale=4.0 --sampler=ddpm --steps=250 --out=sample_grid.png
 endif
+
+# `make bench`: the CPU benchmark suite (a few minutes); results per device kind.
+BENCH_DEVICE ?= cpu
+bench: $(STAMP)
+	$(BIN)/python -m ditjax.bench --mode=suite --out=benchmarks/results-$(BENCH_DEVICE).json \
+		--markdown=benchmarks/results-$(BENCH_DEVICE).md
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR)
