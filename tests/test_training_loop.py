@@ -32,6 +32,10 @@ def write_image_folder(root: pathlib.Path, per_class: int = 4, nan: bool = False
     return root
 
 
+# Trains in-process; one xdist worker builds the module's dataset and reference run once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("training_loop")]
+
+
 @pytest.fixture(scope="module")
 def latent_dir(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("latents")
