@@ -168,6 +168,18 @@ def test_tensors_beyond_their_storage_are_refused(tmp_path, numel, offset, size,
     assert peak < 2**24, f"refusing took {peak} bytes"
 
 
+def test_many_tensors_over_one_storage_are_refused(tmp_path):
+    # 100 distinct tensors, each all of one 4 KiB storage: 400 KiB from a ~6 KiB file.
+    tensors = {f"t{i}": tensor_ops("0", 1024, 0, (1024,), (1,)) for i in range(100)}
+    storage = np.zeros(1024, np.float32).tobytes()
+    path = write_pt(tmp_path / "x.pt", state_dict_pickle(**tensors), {"0": storage})
+    with pytest.raises(ValueError, match="tensors hold more than 4 times the file's bytes"):
+        load_torch_checkpoint(path)
+    few = {f"t{i}": tensor_ops("0", 1024, 0, (1024,), (1,)) for i in range(2)}
+    path = write_pt(tmp_path / "ok.pt", state_dict_pickle(**few), {"0": storage})
+    assert len(load_torch_checkpoint(path)) == 2
+
+
 def test_missing_storage_record_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"storage 0 \(archive/data/0\) is missing"):
         load_torch_checkpoint(matrix_checkpoint(tmp_path / "x.pt", storages={}))

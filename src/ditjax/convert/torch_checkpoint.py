@@ -27,6 +27,9 @@ import ml_dtypes
 import numpy as np
 
 MAX_NESTING = 64  # containers inside containers; a training checkpoint needs about 5
+# Tensors may share storages (views), but all of them together may not hold more than this
+# many times the file's bytes: many tensors over one storage would multiply memory.
+_TENSOR_BYTES_PER_FILE_BYTE = 4
 _MAX_DEFLATE_RATIO = 1032  # deflate cannot expand data by more than this
 _MEMO_OPCODES = ("PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET")
 _CONTAINERS = (dict, list, tuple, set, frozenset, argparse.Namespace)
@@ -118,10 +121,11 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self._prefix = prefix
         self._file_size = file_size
         self._storages: dict[str, np.ndarray] = {}
+        self._tensor_bytes_left = _TENSOR_BYTES_PER_FILE_BYTE * file_size
 
     def find_class(self, module: str, name: str) -> Any:
         allowed = {
-            ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+            ("torch._utils", "_rebuild_tensor_v2"): self._rebuild_tensor,
             ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
             ("collections", "OrderedDict"): collections.OrderedDict,
             ("argparse", "Namespace"): argparse.Namespace,
@@ -131,6 +135,16 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if module == "torch" and name.endswith("Storage"):
             return _StorageType(name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a checkpoint")
+
+    def _rebuild_tensor(self, *args, **kwargs) -> np.ndarray:
+        tensor = _rebuild_tensor(*args, **kwargs)
+        self._tensor_bytes_left -= tensor.nbytes
+        if self._tensor_bytes_left < 0:
+            raise pickle.UnpicklingError(
+                f"its tensors hold more than {_TENSOR_BYTES_PER_FILE_BYTE} times the file's "
+                "bytes (many tensors over the same storage)"
+            )
+        return tensor
 
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
