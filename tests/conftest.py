@@ -1,16 +1,15 @@
-"""Test ordering for `make test` (pytest-xdist, `--dist loadgroup`): the longest xdist groups
-are collected first, so that a worker starts each of them at once and the other worker fills
-in with short tests, instead of one of them starting last and running alone."""
+"""Test order for `make test` (pytest-xdist, `--dist loadfile`): the longest files are
+collected first, so that each starts at once on a worker while the other worker works through
+the short files, instead of one of them starting last and running alone."""
 
 import pytest
 
-# The groups in the order they should start (a group runs on one worker, in one piece).
-_FIRST = ("multiprocess", "training_loop", "vae_workflow")
+_LONGEST_FILES = ("test_multiprocess.py", "test_training_loop.py")
 
 
 def _rank(item: pytest.Item) -> int:
-    groups = [mark.args[0] for mark in item.iter_markers("xdist_group") if mark.args]
-    return min((_FIRST.index(g) for g in groups if g in _FIRST), default=len(_FIRST))
+    name = item.path.name
+    return _LONGEST_FILES.index(name) if name in _LONGEST_FILES else len(_LONGEST_FILES)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -15,8 +15,7 @@ from ditjax.data.extract import extract_latents
 from ditjax.data.sources import open_source
 from test_training_loop import IMAGE_SIZE, write_image_folder
 
-# Starts two training processes with two fake devices each: never beside another such test.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("multiprocess")]
+pytestmark = pytest.mark.slow
 
 SCRIPT = str(pathlib.Path(__file__).with_name("multiprocess_train_script.py"))
 

@@ -24,7 +24,6 @@ HERE = pathlib.Path(__file__).parent
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("multiprocess")  # 8 fake devices in a subprocess
 def test_meshes_agree_on_loss_and_params():
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
     out = subprocess.run(

@@ -32,8 +32,7 @@ def write_image_folder(root: pathlib.Path, per_class: int = 4, nan: bool = False
     return root
 
 
-# Trains in-process; one xdist worker builds the module's dataset and reference run once.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("training_loop")]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from ditjax.data.latent_format import read_latent_info
 from ditjax.data.pipeline import open_latent_source
 from test_training_loop import write_image_folder
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("vae_workflow")]
+pytestmark = pytest.mark.slow
 
 IMAGE_SIZE = 32  # 4 x 4 latents with the 8x-downsampling VAE below
 
