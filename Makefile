@@ -6,6 +6,11 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_run
 CKPT ?=
 VAE ?=
+# The tests run on this many processes (pytest-xdist), a test file on one process: module
+# fixtures are built once, and the multi-process tests of tests/test_multiprocess.py never
+# run side by side. (--dist loadgroup would group by xdist_group marks, but pytest-xdist 3.8
+# cannot rename pytest 9.2's test ids, so those marks have no effect.)
+TEST_WORKERS ?= 2
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
@@ -20,7 +25,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests configs

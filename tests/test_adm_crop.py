@@ -22,6 +22,8 @@ def gradient_image(width: int, height: int, mode: str = "RGB") -> Image.Image:
     image = Image.fromarray(rgb.astype(np.uint8))
     if mode == "RGBA":  # a varying alpha: resizing RGBA weights colours by it
         image.putalpha(Image.linear_gradient("L").resize(image.size))
+    if mode == "I;16":  # a true 16-bit image: 0..255 * 257 spans 0..65535
+        return Image.fromarray(np.asarray(image.convert("L")).astype(np.uint16) * 257)
     return image if mode in ("RGB", "RGBA") else image.convert(mode)
 
 
@@ -104,8 +106,10 @@ def test_other_modes_are_converted_to_rgb_first(mode):
     image = gradient_image(150, 90, mode)
     crop = center_crop_adm(image, 32)
     assert crop.shape == (32, 32, 3) and crop.dtype == np.uint8
-    # The reference loads images as RGB before cropping.
-    np.testing.assert_array_equal(crop, reference_crop(image, (75, 45), (53, 32), 32))
+    # The reference loads images as RGB before cropping; 16-bit samples are scaled to 8 bits
+    # first (PIL's convert("RGB") would clip them to 255).
+    reference = gradient_image(150, 90, "L") if mode == "I;16" else image
+    np.testing.assert_array_equal(crop, reference_crop(reference, (75, 45), (53, 32), 32))
 
 
 def test_to_model_range():

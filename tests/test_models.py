@@ -122,6 +122,7 @@ def test_patch_size_changes_only_patch_embed_and_final_layer():
         assert counts[p] - counts[2] == delta
 
 
+@pytest.mark.slow
 def test_models_main_prints_table():
     proc = subprocess.run(
         [sys.executable, "-m", "ditjax.models"],

@@ -15,6 +15,8 @@ from ditjax.data.extract import extract_latents
 from ditjax.data.sources import open_source
 from test_training_loop import IMAGE_SIZE, write_image_folder
 
+pytestmark = pytest.mark.slow
+
 SCRIPT = str(pathlib.Path(__file__).with_name("multiprocess_train_script.py"))
 
 

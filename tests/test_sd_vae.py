@@ -179,8 +179,9 @@ def test_load_sd_vae_reads_safetensors_and_config(tmp_path):
 @pytest.fixture(scope="module")
 def diffusers_vae():
     """A small diffusers AutoencoderKL with every parameter randomised (seeded)."""
-    torch = pytest.importorskip("torch")
-    diffusers = pytest.importorskip("diffusers")
+    import diffusers
+    import torch
+
     torch.manual_seed(0)
     vae = diffusers.AutoencoderKL(**SMALL).eval()
     with torch.no_grad():
@@ -195,7 +196,8 @@ def diffusers_vae():
 
 
 def assert_matches_diffusers(autoencoder, diffusers_vae):
-    torch = pytest.importorskip("torch")
+    import torch
+
     generator = np.random.default_rng(0)
     images = generator.uniform(-1, 1, (2, 24, 40, 3)).astype(np.float32)
     latents = generator.standard_normal((2, 3, 5, 4)).astype(np.float32)
@@ -230,8 +232,9 @@ def test_load_sd_vae_of_a_saved_diffusers_vae_matches(diffusers_vae, tmp_path, s
 
 
 def test_full_size_config_matches_diffusers_parameters():
-    torch = pytest.importorskip("torch")
-    diffusers = pytest.importorskip("diffusers")
+    import diffusers
+    import torch
+
     with torch.device("meta"):
         reference = diffusers.AutoencoderKL(**FULL_SIZE)
     reference_shapes = {k: tuple(v.shape) for k, v in reference.state_dict().items()}

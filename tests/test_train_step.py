@@ -23,6 +23,7 @@ from training_fixtures import load_config, tiny_config
 HERE = pathlib.Path(__file__).parent
 
 
+@pytest.mark.slow
 def test_meshes_agree_on_loss_and_params():
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
     out = subprocess.run(

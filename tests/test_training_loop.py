@@ -32,6 +32,9 @@ def write_image_folder(root: pathlib.Path, per_class: int = 4, nan: bool = False
     return root
 
 
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def latent_dir(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("latents")

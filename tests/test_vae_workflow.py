@@ -4,8 +4,10 @@ import pathlib
 import subprocess
 import sys
 
+import diffusers
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from ditjax.autoencoder import create_autoencoder
@@ -14,8 +16,7 @@ from ditjax.data.latent_format import read_latent_info
 from ditjax.data.pipeline import open_latent_source
 from test_training_loop import write_image_folder
 
-torch = pytest.importorskip("torch")
-diffusers = pytest.importorskip("diffusers")
+pytestmark = pytest.mark.slow
 
 IMAGE_SIZE = 32  # 4 x 4 latents with the 8x-downsampling VAE below
 

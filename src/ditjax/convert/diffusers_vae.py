@@ -21,6 +21,7 @@ import numpy as np
 
 from ditjax.autoencoder.sd_vae_layers import SDVAE, SDVAEConfig
 
+SAFETENSORS_MAX_HEADER = 100 * 2**20  # the limit the safetensors library itself sets
 WEIGHTS_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 CONFIG_NAME = "config.json"
 
@@ -225,6 +226,60 @@ def _weights_file(path: pathlib.Path) -> pathlib.Path:
     raise FileNotFoundError(f"{path} holds none of {', '.join(WEIGHTS_NAMES)} (nor vae/ with one)")
 
 
+def _check_safetensors_layout(path: pathlib.Path) -> None:
+    """Refuses a truncated `.safetensors` file or one whose header declares data past its end.
+
+    Layout: 8-byte little-endian header length H, a JSON header of H bytes mapping names to
+    {dtype, shape, data_offsets: [begin, end]} (offsets into the data after the header).
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as file:
+        prefix = file.read(8)
+        if len(prefix) < 8:
+            raise ValueError(f"{path}: truncated safetensors file ({size} bytes, no header)")
+        header_size = int.from_bytes(prefix, "little")
+        if header_size > min(size - 8, SAFETENSORS_MAX_HEADER):
+            raise ValueError(
+                f"{path}: safetensors header declares {header_size} bytes but the file has "
+                f"{size - 8} after the length (limit {SAFETENSORS_MAX_HEADER}); truncated or "
+                "not a safetensors file"
+            )
+        try:
+            header = json.loads(file.read(header_size))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(f"{path}: safetensors header is not valid JSON ({error})") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: safetensors header is not a JSON object")
+    data_size = size - 8 - header_size
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if not (
+            isinstance(offsets, list)
+            and len(offsets) == 2
+            and all(isinstance(o, int) for o in offsets)
+            and 0 <= offsets[0] <= offsets[1]
+        ):
+            raise ValueError(f"{path}: tensor {name!r} has invalid data_offsets {offsets!r:.100}")
+        if offsets[1] > data_size:
+            raise ValueError(
+                f"{path}: tensor {name!r} declares data up to byte {offsets[1]} but the file "
+                f"holds {data_size} data bytes; truncated or corrupt"
+            )
+
+
+def _read_safetensors(path: pathlib.Path) -> dict[str, np.ndarray]:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    _check_safetensors_layout(path)
+    try:
+        return load_file(path)
+    except SafetensorError as error:
+        raise ValueError(f"{path}: invalid safetensors file ({error})") from error
+
+
 def _read_torch_bin(path: pathlib.Path) -> dict[str, np.ndarray]:
     try:
         import torch
@@ -244,9 +299,7 @@ def read_diffusers_vae(path: str | pathlib.Path) -> tuple[dict[str, np.ndarray],
     """
     weights_file = _weights_file(pathlib.Path(path))
     if weights_file.suffix == ".safetensors":
-        from safetensors.numpy import load_file
-
-        state_dict = load_file(weights_file)
+        state_dict = _read_safetensors(weights_file)
     elif weights_file.suffix in (".bin", ".pt", ".pth", ".ckpt"):
         state_dict = _read_torch_bin(weights_file)
     else:

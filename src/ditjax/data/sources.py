@@ -2,7 +2,8 @@
 
 A source has a fixed order; it yields `SourceExample(key, image, label, error)` for every
 example in that order, with `image=None` and the reason in `error` for a file that cannot be
-decoded. Images are decoded on a few threads, ahead of the consumer, in order.
+decoded or has more than `MAX_IMAGE_PIXELS` pixels. Images are decoded on a few threads, ahead
+of the consumer, in order.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from PIL import Image
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 SOURCE_FORMS = ("tfds:NAME[:SPLIT]", "folder:PATH", "demo")
 DEMO_SOURCE = "tfds:demo_shapes:train"
+# Larger images are skipped before decoding (a decompression bomb, or far beyond any crop size);
+# below PIL's own limit (Image.MAX_IMAGE_PIXELS, about 89M), so PIL never warns first.
+MAX_IMAGE_PIXELS = 2**25
 _DECODE_THREADS = min(8, os.cpu_count() or 1)
 _DECODE_LOOKAHEAD = 64
 
@@ -54,6 +58,12 @@ class ImageSource(Protocol):
 def _decode(read: Callable[[], bytes]) -> tuple[Image.Image | None, str | None]:
     try:
         image = Image.open(io.BytesIO(read()))
+        width, height = image.size
+        if width * height > MAX_IMAGE_PIXELS:
+            return None, (
+                f"image is {width}x{height} = {width * height} pixels, above the limit of "
+                f"{MAX_IMAGE_PIXELS} (ditjax.data.sources.MAX_IMAGE_PIXELS); not decoded"
+            )
         image.load()
         return image, None
     except Exception as error:  # a corrupt or unreadable file is reported, not fatal

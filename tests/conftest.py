@@ -1,0 +1,16 @@
+"""Test order for `make test` (pytest-xdist, `--dist loadfile`): the longest files are
+collected first, so that each starts at once on a worker while the other worker works through
+the short files, instead of one of them starting last and running alone."""
+
+import pytest
+
+_LONGEST_FILES = ("test_multiprocess.py", "test_training_loop.py")
+
+
+def _rank(item: pytest.Item) -> int:
+    name = item.path.name
+    return _LONGEST_FILES.index(name) if name in _LONGEST_FILES else len(_LONGEST_FILES)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=_rank)  # stable: the order within a rank is the collection order
