@@ -10,7 +10,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model = "DiT-XL/2"  # one of DiT-{S,B,L,XL}/{2,4,8}
     c.block_type = "adaln_zero"  # adaln_zero | adaln | cross_attention | in_context
     c.model_overrides = ml_collections.ConfigDict()  # extra DiT fields, e.g. depth, hidden_size
-    c.num_classes = 1000  # class labels; label num_classes is the null class
+    c.num_classes = 0  # class labels (0: the dataset's); label num_classes is the null class
     c.class_dropout_prob = 0.1  # label dropout for classifier-free guidance
     c.learn_sigma = True  # predict the variance as well as the noise
     c.dtype = "bfloat16"  # activation dtype; params and optimizer state stay float32
@@ -20,9 +20,10 @@ def get_config() -> ml_collections.ConfigDict:
 
     # Data.
     c.dataset_dir = ""  # latent dataset written by `python -m ditjax.extract_latents`
-    c.image_size = 256  # pixel side of the images the latents were made from
-    c.latent_size = 32  # latent side (image_size / autoencoder downsampling)
-    c.latent_channels = 4  # latent channels (4 for the SD VAE, 3 for identity)
+    # 0 takes these from the dataset's ditjax_latents.json; a set value must agree with it.
+    c.image_size = 0  # pixel side of the images the latents were made from
+    c.latent_size = 0  # latent side (image_size / autoencoder downsampling)
+    c.latent_channels = 0  # latent channels (4 for the SD VAE, 3 for identity)
     c.autoencoder = "identity"  # decoder for previews: identity | sd-vae:PATH
     c.data_workers = 0  # grain worker processes per host (0 reads in the main process)
     c.random_flip = True  # horizontal flip augmentation (off for digits, text, ...)
@@ -48,7 +49,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.keep_checkpoints = 3  # most recent checkpoints kept
     c.keep_every = 100_000  # also keep every checkpoint at a multiple of this step (0: none)
     c.sample_every = 10_000  # steps between preview grids (0 disables)
-    c.preview_labels = (207, 360, 387, 974, 88, 979, 417, 279)  # classes of the preview grid
+    c.preview_labels = ()  # classes of the preview grid (empty: the first 8 classes)
     c.preview_sampler = "ddim50"  # respacing of the preview sampler (DDIM when it starts ddim)
     c.preview_cfg_scale = 4.0  # guidance scale of the preview samples
     c.profile_steps = 0  # steps to trace with the profiler after the first log (0: off)

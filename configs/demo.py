@@ -12,12 +12,9 @@ def get_config():
     config.model_overrides.hidden_size = 128
     config.model_overrides.depth = 4
     config.model_overrides.num_heads = 4
-    config.num_classes = 10
     config.dtype = "float32"
     config.dataset_dir = "demo_run/latents16"
-    config.image_size = 16
-    config.latent_size = 16
-    config.latent_channels = 3
+    config.image_size = 16  # the size the demo extracts at; latent shape and classes: the dataset's
     config.autoencoder = "identity"
     config.global_batch_size = 64
     config.learning_rate = 2e-3
@@ -29,7 +26,6 @@ def get_config():
     config.keep_checkpoints = 2
     config.keep_every = 0
     config.sample_every = 1000
-    config.preview_labels = tuple(range(10))
     config.preview_sampler = "ddim25"
     config.preview_cfg_scale = 4.0
     return config

@@ -14,11 +14,11 @@ import pytest
 from ditjax.diffusion import create_diffusion
 from ditjax.models import create_model
 from ditjax.parallel import create_mesh, make_global_batch
-from ditjax.training import ConfigError, validate_config
+from ditjax.training import ConfigError, resolve_dataset_fields, validate_config
 from ditjax.training.optimizer import learning_rate_schedule, make_optimizer
 from ditjax.training.state import create_train_state
 from ditjax.training.step import jit_train_step, make_train_step
-from training_fixtures import load_config, tiny_config
+from training_fixtures import DEMO_INFO, imagenet_info, load_config, tiny_config
 
 HERE = pathlib.Path(__file__).parent
 
@@ -100,7 +100,7 @@ def test_train_step_compiles_once_and_learns():
     ],
 )
 def test_invalid_config_names_the_field(field, value):
-    config = load_config("demo")
+    config = resolve_dataset_fields(load_config("demo"), DEMO_INFO)
     config.global_batch_size = 8
     config[field] = value
     with pytest.raises(ConfigError, match=f"config.{field}"):
@@ -108,6 +108,12 @@ def test_invalid_config_names_the_field(field, value):
 
 
 def test_valid_configs_pass():
+    infos = {"demo": DEMO_INFO, "xl2_512": imagenet_info(512)}
     for name in ["demo", "s2", "b2", "l2", "xl2", "xl2_512"]:
-        config = load_config(name)
+        config = resolve_dataset_fields(load_config(name), infos.get(name, imagenet_info(256)))
         assert validate_config(config, num_devices=8) == (8, 1), name
+
+
+def test_fields_left_to_the_dataset_must_be_resolved_first():
+    with pytest.raises(ConfigError, match=r"config\.image_size: 0 .* not resolved"):
+        validate_config(load_config("xl2"), num_devices=8)

@@ -1,5 +1,6 @@
 """The training loop end to end: checkpoints, exact resume, preemption, faults, previews."""
 
+import json
 import os
 import pathlib
 import signal
@@ -12,10 +13,11 @@ import pytest
 from PIL import Image
 
 from ditjax.autoencoder import create_autoencoder
-from ditjax.data.demo_shapes import generate_demo_images
+from ditjax.data.demo_shapes import DEMO_CLASS_NAMES, generate_demo_images
 from ditjax.data.extract import extract_latents
 from ditjax.data.sources import open_source
-from ditjax.training.config import ConfigError
+from ditjax.sample import sample_images
+from ditjax.training.config import DATASET_FIELDS, ConfigError
 from ditjax.training.loop import NonFiniteLossError, train_and_evaluate
 from ditjax.training.preemption import PreemptionWatcher
 from training_fixtures import tiny_config
@@ -169,6 +171,30 @@ def test_incompatible_config_is_refused_compatible_is_allowed(latent_dir, tmp_pa
         train_and_evaluate(clipped, str(tmp_path))
     faster = loop_config(latent_dir, learning_rate=5e-4, total_steps=4, log_every=1)
     assert train_and_evaluate(faster, str(tmp_path)).step == 4
+
+
+def test_dataset_fields_are_resolved_saved_and_checked(latent_dir, tmp_path):
+    config = loop_config(latent_dir, total_steps=2, checkpoint_every=2)
+    for field in DATASET_FIELDS:
+        config[field] = 0
+    train_and_evaluate(config, str(tmp_path))
+    saved = json.loads((tmp_path / "config.json").read_text())
+    expected = {"image_size": IMAGE_SIZE, "latent_size": IMAGE_SIZE, "latent_channels": 3}
+    assert {field: saved[field] for field in expected} == expected
+    assert saved["num_classes"] == len(DEMO_CLASS_NAMES)
+    images = sample_images(str(tmp_path), [0, 9], sampler="ddim", steps=2)
+    assert images.shape == (2, IMAGE_SIZE, IMAGE_SIZE, 3)
+
+    # Resuming with the same values set explicitly is the same run; other values are not.
+    explicit = loop_config(latent_dir, total_steps=3, image_size=IMAGE_SIZE, num_classes=10)
+    assert train_and_evaluate(explicit, str(tmp_path)).step == 3
+    wider = loop_config(latent_dir, total_steps=4, num_classes=12)
+    with pytest.raises(ConfigError, match=r"config\.num_classes: the checkpoint"):
+        train_and_evaluate(wider, str(tmp_path))
+    mismatched = loop_config(latent_dir, latent_channels=4)
+    with pytest.raises(ConfigError, match=r"config\.latent_channels: 4, but dataset"):
+        train_and_evaluate(mismatched, str(tmp_path / "other"))
+    assert not (tmp_path / "other").exists()
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(latent_dir, tmp_path):

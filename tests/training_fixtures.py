@@ -4,6 +4,19 @@ import pathlib
 import runpy
 
 CONFIGS_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
+# What ditjax_latents.json records of the demo set at 16 px (identity autoencoder).
+DEMO_INFO = {
+    "latent_shape": [16, 16, 3],
+    "image_size": 16,
+    "num_classes": 10,
+    "downsample": 1,
+}
+
+
+def imagenet_info(image_size: int) -> dict:
+    """The description of ImageNet SD-VAE latents at `image_size` px."""
+    side = image_size // 8
+    return {"latent_shape": [side, side, 4], "image_size": image_size, "num_classes": 1000}
 
 
 def load_config(name: str):

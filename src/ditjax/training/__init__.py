@@ -1,7 +1,12 @@
 """Training: state, step, optimizer, checkpoints, previews and the loop."""
 
 from ditjax.training.checkpoint import Checkpointer
-from ditjax.training.config import ConfigError, build_model, validate_config
+from ditjax.training.config import (
+    ConfigError,
+    build_model,
+    resolve_dataset_fields,
+    validate_config,
+)
 from ditjax.training.optimizer import learning_rate_schedule, make_optimizer
 from ditjax.training.state import TrainState, create_train_state
 from ditjax.training.step import make_train_step
@@ -29,6 +34,7 @@ __all__ = [
     "learning_rate_schedule",
     "make_optimizer",
     "make_train_step",
+    "resolve_dataset_fields",
     "train_and_evaluate",
     "validate_config",
 ]

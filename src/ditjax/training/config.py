@@ -1,10 +1,14 @@
-"""Checks a training config before any compilation, and builds the model it names."""
+"""Checks a training config before any compilation, fills in what the dataset records, and
+builds the model it names."""
 
 from __future__ import annotations
 
+import copy
 import os
 import pathlib
 import runpy
+from collections.abc import Mapping
+from typing import Any
 
 import ml_collections
 
@@ -20,6 +24,9 @@ from ditjax.models.registry import DTYPES
 from ditjax.parallel import resolve_mesh_shape
 
 ATTENTION_IMPLS = ("", "xla", "cudnn")
+# Fields that 0 leaves to the latent dataset's description (see resolve_dataset_fields).
+DATASET_FIELDS = ("image_size", "latent_size", "latent_channels", "num_classes")
+DEFAULT_PREVIEW_CLASSES = 8
 
 
 class ConfigError(ValueError):
@@ -57,10 +64,75 @@ def build_model(config: ml_collections.ConfigDict) -> DiT:
         raise ConfigError("model_overrides" if overrides else "model", str(error)) from None
 
 
+def _dataset_image_size(info: Mapping[str, Any]) -> int | None:
+    if "image_size" in info:
+        return int(info["image_size"])
+    if "downsample" in info:
+        return int(info["latent_shape"][0]) * int(info["downsample"])
+    return None
+
+
+def resolve_dataset_fields(
+    config: ml_collections.ConfigDict, info: Mapping[str, Any]
+) -> ml_collections.ConfigDict:
+    """A copy of `config` with the fields of DATASET_FIELDS that are 0 taken from the latent
+    dataset's description `info` (see `read_latent_info`), and an empty `preview_labels` made
+    the first classes.
+
+    A set field must agree with the dataset (num_classes may exceed the dataset's class count,
+    e.g. a 1000-class model on part of ImageNet); otherwise ConfigError names the field.
+    """
+    where = f"dataset {config.dataset_dir}"
+    height, width, channels = (int(n) for n in info["latent_shape"])
+    dataset_classes = int(info["num_classes"])
+    _check(
+        height == width,
+        "latent_size",
+        f"{where} holds non-square latents {height} x {width}; DiT needs square ones",
+    )
+    resolved = copy.deepcopy(config)
+    found = {"latent_size": height, "latent_channels": channels}
+    image_size = _dataset_image_size(info)
+    if image_size is not None:
+        found["image_size"] = image_size
+    for field in DATASET_FIELDS:
+        value = config[field]
+        if field == "num_classes":
+            _check(
+                value == 0 or value >= dataset_classes,
+                field,
+                f"{value}, but {where} has {dataset_classes} classes (0 takes the dataset's)",
+            )
+            resolved[field] = value or dataset_classes
+            continue
+        if field not in found:
+            _check(value != 0, field, f"{where} does not record it; set it in the config")
+            continue
+        _check(
+            value in (0, found[field]),
+            field,
+            f"{value}, but {where} holds {found[field]} (latents {height} x {width} x "
+            f"{channels} of {image_size} px images; 0 takes the dataset's value)",
+        )
+        resolved[field] = found[field]
+    if not tuple(config.preview_labels):
+        resolved.preview_labels = tuple(range(min(DEFAULT_PREVIEW_CLASSES, resolved.num_classes)))
+    return resolved
+
+
 def validate_config(
     config: ml_collections.ConfigDict, *, num_devices: int, num_processes: int = 1
 ) -> tuple[int, int]:
-    """Raises ConfigError naming the first impossible field; returns the (data, fsdp) mesh."""
+    """Raises ConfigError naming the first impossible field; returns the (data, fsdp) mesh.
+
+    Fields left to the dataset (0) must have been filled by `resolve_dataset_fields`.
+    """
+    for field in DATASET_FIELDS:
+        _check(
+            config[field] != 0,
+            field,
+            "0 (take it from the dataset) is not resolved yet; call resolve_dataset_fields",
+        )
     _check(config.model in MODEL_NAMES, "model", f"must be one of {', '.join(MODEL_NAMES)}")
     _check(config.block_type in BLOCK_TYPES, "block_type", f"must be one of {BLOCK_TYPES}")
     _check(config.dtype in DTYPES, "dtype", f"must be one of {list(DTYPES)}")

@@ -21,7 +21,12 @@ from ditjax.image_grid import make_grid, save_png
 from ditjax.parallel import create_mesh, make_global_batch
 from ditjax.training.checkpoint import Checkpointer
 from ditjax.training.compatibility import check_resume_compatible
-from ditjax.training.config import ConfigError, build_model, validate_config
+from ditjax.training.config import (
+    ConfigError,
+    build_model,
+    resolve_dataset_fields,
+    validate_config,
+)
 from ditjax.training.optimizer import learning_rate_schedule, make_optimizer
 from ditjax.training.preemption import PreemptionWatcher
 from ditjax.training.preview import make_preview_fn
@@ -50,24 +55,6 @@ class TrainResult:
     state: Any = None
 
 
-def check_dataset_matches(config: ml_collections.ConfigDict, info: dict) -> None:
-    """Raises ConfigError when the latent dataset disagrees with the config."""
-    shape = tuple(info["latent_shape"])
-    expected = (config.latent_size, config.latent_size, config.latent_channels)
-    if shape != expected:
-        raise ConfigError(
-            "latent_size",
-            f"dataset {config.dataset_dir} holds latents {shape}, config says {expected} "
-            "(latent_size, latent_size, latent_channels)",
-        )
-    if info["num_classes"] > config.num_classes:
-        raise ConfigError(
-            "num_classes",
-            f"dataset {config.dataset_dir} has {info['num_classes']} classes, "
-            f"config.num_classes is {config.num_classes}",
-        )
-
-
 def _to_host(metrics: list[dict[str, jax.Array]]) -> dict[str, float]:
     stacked = jax.device_get(metrics)
     return {k: float(np.mean([m[k] for m in stacked])) for k in stacked[0]}
@@ -86,12 +73,13 @@ def train_and_evaluate(
     would. On SIGTERM (see PreemptionWatcher) the run saves at the next step and returns
     with `preempted=True`.
     """
-    # Check everything cheap before any compilation.
+    # Check everything cheap before any compilation; the dataset fills the fields left at 0.
+    if not config.dataset_dir:
+        raise ConfigError("dataset_dir", "must name a latent dataset directory")
+    config = resolve_dataset_fields(config, read_latent_info(config.dataset_dir))
     mesh_shape = validate_config(
         config, num_devices=jax.device_count(), num_processes=jax.process_count()
     )
-    info = read_latent_info(config.dataset_dir)
-    check_dataset_matches(config, info)
     autoencoder = create_autoencoder(config.autoencoder)
     model = build_model(config)
     latent_shape = (config.latent_size, config.latent_size, config.latent_channels)
