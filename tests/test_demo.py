@@ -13,9 +13,12 @@ from ditjax.demo import main
 def test_demo_runs_end_to_end(tmp_path, capsys):
     assert main(["--workdir", str(tmp_path), "--total_steps", "2", "--sample_steps", "2"]) == 0
     printed = capsys.readouterr().out
-    assert "class match:" in printed and "sample grid:" in printed
+    assert "class match:" in printed and "sample grid:" in printed and "nearest-real:" in printed
     summary = json.loads((tmp_path / "demo_summary.json").read_text())
     assert summary["steps"] == 2 and 0.0 <= summary["class_match"] <= 1.0
+    assert len(summary["per_class_match"]) == 10
+    # Two training steps give noise, far from every real image.
+    assert summary["nn_ratio"] > 1.5 and summary["pixel_nn_ratio"] > 1.5
     assert (tmp_path / "run" / "checkpoints" / "2").is_dir()
     grid = np.asarray(Image.open(summary["samples"]))
     assert grid.ndim == 3 and grid.shape[2] == 3
