@@ -1,155 +1,207 @@
-"""`python -m ditjax.bench`: training and sampling throughput of a DiT on the local devices.
+"""`python -m ditjax.bench`: throughput and model FLOP utilisation of a DiT on the local devices.
 
-Prints images/s, step time and model FLOP utilisation (from the analytic forward cost:
-a training step costs about 3 forward passes) for synthetic data, after compilation.
+Modes: `train` (a jitted train step), `forward` (a guided forward: CFG doubles the batch),
+`sample` (a whole guided sampling loop as one program), `data` (the latent input pipeline
+alone, images/s per host) or `all`. Each reports images/s, the median step time after
+warm-up, compile time, model TFLOP/s from the analytic forward cost, utilisation against the
+device's peak (published for GPUs and TPUs, `--peak_tflops` to override; on CPU a float32
+matmul measured in the same run) and peak memory. `--out_dir` writes
+results-<device>.json and .md there.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
-import time
+import os
+import re
+import sys
+import tempfile
+from typing import Any
 
-import flax.linen as nn
 import jax
-import ml_collections
-import numpy as np
 
-from ditjax.diffusion import create_diffusion
-from ditjax.models import create_model, forward_macs
+from ditjax.benchmark import (
+    BenchSpec,
+    bench_data,
+    bench_forward,
+    bench_sample,
+    bench_train,
+    format_table,
+    markdown_table,
+    reference_peak,
+    write_json,
+    write_synthetic_latents,
+)
 from ditjax.models.registry import DTYPES
-from ditjax.parallel import create_mesh, make_global_batch
-from ditjax.sampling import make_sample_fn
-from ditjax.training.optimizer import learning_rate_schedule, make_optimizer
-from ditjax.training.state import create_train_state
-from ditjax.training.step import jit_train_step, make_train_step
+from ditjax.sampling import SAMPLERS
+
+MODES = ("train", "forward", "sample", "data")
 
 
-def _optimizer_config(learning_rate: float = 1e-4) -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(
-        {
-            "learning_rate": learning_rate,
-            "warmup_steps": 0,
-            "adam_b1": 0.9,
-            "adam_b2": 0.999,
-            "adam_eps": 1e-8,
-            "weight_decay": 0.0,
-            "grad_clip_norm": 0.0,
-        }
+def parse_modes(text: str) -> list[str]:
+    """'all' or a comma-separated list of MODES -> the modes in run order."""
+    names = MODES if text == "all" else tuple(m.strip() for m in text.split(",") if m.strip())
+    unknown = [m for m in names if m not in MODES]
+    if unknown or not names:
+        raise ValueError(f"--mode must be 'all' or a comma list of {MODES}, got {text!r}")
+    return [m for m in MODES if m in names]
+
+
+def parse_overrides(text: str) -> tuple[tuple[str, Any], ...]:
+    """'depth=2,hidden_size=64' -> (('depth', 2), ('hidden_size', 64)); values are parsed as
+    JSON where they can be (numbers, true/false), else kept as strings."""
+    pairs = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--model_overrides wants key=value pairs, got {item!r}")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        pairs.append((key, parsed))
+    return tuple(pairs)
+
+
+def device_slug(device_kind: str, platform: str) -> str:
+    """A file-name form of the device: 'cpu', 'nvidia-h100-80gb-hbm3', 'tpu-v4'."""
+    if platform == "cpu":
+        return "cpu"
+    return re.sub(r"[^a-z0-9]+", "-", device_kind.lower()).strip("-") or platform
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m ditjax.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-
-
-def bench_train(args) -> dict:
-    """Times `args.steps` train steps on a fixed synthetic batch."""
-    model = create_model(
-        args.model,
-        input_size=args.latent_size,
-        dtype=DTYPES[args.dtype],
-        scan_blocks=args.scan_blocks,
-        remat_policy=args.remat,
-        attention_impl=args.attention_impl or None,
-    )
-    mesh = create_mesh(tuple(args.mesh))
-    config = _optimizer_config()
-    optimizer = make_optimizer(config)
-    latent_shape = (args.latent_size, args.latent_size, model.in_channels)
-    state, shardings = create_train_state(model, optimizer, 0, latent_shape, mesh)
-    step = jit_train_step(
-        make_train_step(
-            model,
-            create_diffusion(),
-            optimizer,
-            ema_decay=0.9999,
-            latent_scale=0.18215,
-            learning_rate_fn=learning_rate_schedule(config),
-        ),
-        shardings,
-        mesh,
-    )
-    local = args.batch_size // jax.process_count()
-    rng = np.random.default_rng(0)
-    batch = make_global_batch(
-        {
-            "mean": rng.normal(size=(local, *latent_shape)).astype(np.float32),
-            "logvar": np.full((local, *latent_shape), -4.0, np.float32),
-            "label": rng.integers(0, 1000, size=(local,)).astype(np.int32),
-        },
-        mesh,
-    )
-    start = time.perf_counter()
-    state, metrics = step(state, batch)
-    jax.block_until_ready(metrics)
-    compile_s = time.perf_counter() - start
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        state, metrics = step(state, batch)
-    jax.block_until_ready(metrics)
-    seconds = (time.perf_counter() - start) / args.steps
-    flops_per_step = 3 * 2 * forward_macs(model) * args.batch_size
-    achieved = flops_per_step / seconds
-    result = {
-        "mode": "train",
-        "model": args.model,
-        "devices": jax.device_count(),
-        "device_kind": jax.devices()[0].device_kind,
-        "batch_size": args.batch_size,
-        "dtype": args.dtype,
-        "first_step_s": round(compile_s, 2),
-        "step_s": round(seconds, 4),
-        "images_per_s": round(args.batch_size / seconds, 1),
-        "tflops_per_s": round(achieved / 1e12, 2),
-        "loss": float(metrics["loss"]),
-    }
-    if args.peak_tflops:
-        result["mfu"] = round(achieved / (args.peak_tflops * 1e12 * jax.device_count()), 4)
-    return result
-
-
-def bench_sample(args) -> dict:
-    """Times one jitted sampling loop of `args.sample_steps` DDIM steps (no guidance)."""
-    model = create_model(args.model, input_size=args.latent_size, dtype=DTYPES[args.dtype])
-    latent_shape = (args.latent_size, args.latent_size, model.in_channels)
-    x = np.zeros((1, *latent_shape), np.float32)
-    variables = jax.jit(model.init)(jax.random.key(0), x, np.zeros(1), np.zeros(1, np.int32))
-    params = nn.unbox(variables["params"])
-    sample = jax.jit(
-        make_sample_fn(model, latent_shape=latent_shape, sampler="ddim", steps=args.sample_steps)
-    )
-    labels = np.arange(args.batch_size, dtype=np.int32) % 1000
-    start = time.perf_counter()
-    jax.block_until_ready(sample(params, labels, jax.random.key(0)))
-    compile_s = time.perf_counter() - start
-    start = time.perf_counter()
-    jax.block_until_ready(sample(params, labels, jax.random.key(1)))
-    seconds = time.perf_counter() - start
-    return {
-        "mode": "sample",
-        "model": args.model,
-        "batch_size": args.batch_size,
-        "steps": args.sample_steps,
-        "first_call_s": round(compile_s, 2),
-        "loop_s": round(seconds, 3),
-        "images_per_s": round(args.batch_size / seconds, 2),
-    }
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m ditjax.bench", description=__doc__)
-    parser.add_argument("--mode", choices=["train", "sample"], default="train")
+    parser.add_argument("--mode", default="all", help=f"'all' or a comma list of {MODES}")
     parser.add_argument("--model", default="DiT-S/2")
+    parser.add_argument("--model_overrides", default="", help="DiT fields, e.g. depth=2")
     parser.add_argument("--latent_size", type=int, default=32)
-    parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=5, help="timed train steps")
-    parser.add_argument("--sample_steps", type=int, default=10)
+    parser.add_argument("--batch_size", type=int, default=8, help="global batch (images)")
     parser.add_argument("--dtype", choices=list(DTYPES), default="float32")
     parser.add_argument("--scan_blocks", action="store_true")
     parser.add_argument("--remat", default="none")
     parser.add_argument("--attention_impl", default="", choices=["", "xla", "cudnn"])
     parser.add_argument("--mesh", type=int, nargs=2, default=(-1, 1), help="data fsdp")
-    parser.add_argument("--peak_tflops", type=float, default=0.0, help="per device, for MFU")
-    args = parser.parse_args(argv)
-    result = bench_train(args) if args.mode == "train" else bench_sample(args)
-    print(json.dumps(result))
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per mode")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed calls after compiling")
+    parser.add_argument("--cfg_scale", type=float, default=4.0)
+    parser.add_argument("--sampler", choices=SAMPLERS, default="ddpm")
+    parser.add_argument("--sample_steps", type=int, default=250)
+    parser.add_argument("--data_dir", default="", help="a latent dataset; default: synthetic")
+    parser.add_argument("--data_records", type=int, default=4096, help="synthetic records")
+    parser.add_argument("--data_batch_size", type=int, default=256, help="per host")
+    parser.add_argument("--data_workers", default="0,2", help="comma list of worker counts")
+    parser.add_argument("--data_batches", type=int, default=20, help="timed batches")
+    parser.add_argument("--peak_tflops", type=float, default=0.0, help="per device")
+    parser.add_argument("--matmul_size", type=int, default=2048, help="CPU reference matmul")
+    parser.add_argument("--out_dir", default="", help="write results-<device>.json/.md here")
+    return parser
+
+
+def _spec(args: argparse.Namespace) -> BenchSpec:
+    overrides = dict(parse_overrides(args.model_overrides))
+    if args.scan_blocks:
+        overrides["scan_blocks"] = True
+    if args.remat != "none":
+        overrides["remat_policy"] = args.remat
+    if args.attention_impl:
+        overrides["attention_impl"] = args.attention_impl
+    return BenchSpec(
+        model=args.model,
+        latent_size=args.latent_size,
+        batch_size=args.batch_size,
+        dtype=args.dtype,
+        model_overrides=tuple(overrides.items()),
+        repeats=args.repeats,
+        warmup=args.warmup,
+        cfg_scale=args.cfg_scale,
+        sampler=args.sampler,
+        sample_steps=args.sample_steps,
+        mesh=tuple(args.mesh),
+    )
+
+
+def _data_results(args: argparse.Namespace, spec: BenchSpec) -> list[dict[str, Any]]:
+    workers = [int(w) for w in args.data_workers.split(",") if w.strip()]
+    if not workers or min(workers) < 0:
+        raise ValueError(f"--data_workers wants non-negative counts, got {args.data_workers!r}")
+
+    def run(dataset_dir: str) -> list[dict[str, Any]]:
+        return [
+            bench_data(
+                dataset_dir,
+                batch_size=args.data_batch_size,
+                workers=w,
+                batches=args.data_batches,
+                warmup=max(args.warmup, 2 * w),
+            )
+            for w in workers
+        ]
+
+    if args.data_dir:
+        return run(args.data_dir)
+    with tempfile.TemporaryDirectory(prefix="ditjax-bench-") as tmp:
+        write_synthetic_latents(
+            os.path.join(tmp, "latents"),
+            num_examples=args.data_records,
+            latent_size=spec.latent_size,
+            channels=spec.create_model().in_channels,
+        )
+        return run(os.path.join(tmp, "latents"))
+
+
+def run_benchmarks(args: argparse.Namespace) -> dict[str, Any]:
+    """Runs the chosen modes; the report holds the device, the reference peak and results."""
+    modes = parse_modes(args.mode)
+    spec = _spec(args)
+    spec.create_model()  # a bad model name or field fails before anything is timed
+    peak = reference_peak(args.peak_tflops, args.matmul_size)
+    benches = {"train": bench_train, "forward": bench_forward, "sample": bench_sample}
+    results = []
+    for mode in modes:
+        if mode == "data":
+            results.extend(_data_results(args, spec))
+        else:
+            results.append(benches[mode](spec, peak))
+        print(format_table(results[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
+    return {
+        "command": "python -m ditjax.bench " + " ".join(args.argv),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "jax_version": jax.__version__,
+        "platform": jax.default_backend(),
+        "device_kind": peak.device_kind,
+        "devices": jax.device_count(),
+        "processes": jax.process_count(),
+        "reference_peak": {"tflops_per_s": peak.flops_per_s / 1e12, "source": peak.source},
+        "results": results,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    report = run_benchmarks(args)
+    print(format_table(report["results"]))
+    peak = report["reference_peak"]
+    print(f"utilisation against {peak['tflops_per_s']:.3f} TFLOP/s per device ({peak['source']})")
+    if args.out_dir and jax.process_index() == 0:
+        slug = device_slug(report["device_kind"], report["platform"])
+        write_json(os.path.join(args.out_dir, f"results-{slug}.json"), report)
+        markdown = os.path.join(args.out_dir, f"results-{slug}.md")
+        with open(markdown + ".tmp", "w") as f:
+            f.write(f"`{report['command']}` on {report['device_kind']} ")
+            f.write(f"({report['devices']} device(s)); utilisation against ")
+            f.write(f"{peak['tflops_per_s']:.3f} TFLOP/s ({peak['source']}).\n\n")
+            f.write(markdown_table(report["results"]) + "\n")
+        os.replace(markdown + ".tmp", markdown)
+    return report
 
 
 if __name__ == "__main__":
