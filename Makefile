@@ -50,11 +50,10 @@ else
 		--cfg_scale=4.0 --sampler=ddpm --steps=250 --out=sample_grid.png
 endif
 
-# `make bench`: the CPU benchmark suite (a few minutes); results per device kind.
-BENCH_DEVICE ?= cpu
+# `make bench`: the benchmark suite on the local devices (a few minutes on a CPU; a 25-step
+# guided sampling loop); writes benchmarks/results-<device>.json and .md.
 bench: $(STAMP)
-	$(BIN)/python -m ditjax.bench --mode=suite --out=benchmarks/results-$(BENCH_DEVICE).json \
-		--markdown=benchmarks/results-$(BENCH_DEVICE).md
+	$(BIN)/python -m ditjax.bench --mode=all --sample_steps=25 --out_dir=benchmarks
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR)

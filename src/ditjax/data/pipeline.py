@@ -13,6 +13,8 @@ The iterator's position can be checkpointed and restored exactly.
 from __future__ import annotations
 
 import functools
+import math
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +23,8 @@ import jax
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import flags
+from array_record.python.array_record_data_source import ArrayRecordDataSource
+from tensorflow_datasets.proto import tf_example_pb2
 
 from ditjax.data.latent_format import SPLIT, read_latent_info
 
@@ -114,25 +118,57 @@ def process_record_indices(
     return np.stack([np.asarray(choices[b][0], np.int64) for b in range(num_batches)])
 
 
-class _ReadBatch:
-    """(records, flips) -> a batch dict read from the latent data source."""
+# (mean key, logvar key) of the stored moments, indexed by the flip.
+_MOMENT_KEYS = (("mean", "logvar"), ("mean_flip", "logvar_flip"))
 
-    def __init__(self, source: Sequence[dict[str, Any]]):
-        self.source = source
+
+def open_latent_records(dataset_dir: str) -> ArrayRecordDataSource:
+    """Random access to a latent dataset's serialized examples (bytes), in the order of
+    `open_latent_source`, without decoding them."""
+    read_latent_info(dataset_dir)
+    split = tfds.builder_from_directory(dataset_dir).info.splits[SPLIT]
+    return ArrayRecordDataSource([os.fspath(path) for path in split.filepaths])
+
+
+class _ReadBatch:
+    """(records, flips) -> a batch dict decoded from the serialized examples.
+
+    Each example is parsed once and only the moments its flip selects are kept; they are
+    joined and converted to float32 in one vectorised step per field.
+    """
+
+    def __init__(self, records: ArrayRecordDataSource, latent_shape: Sequence[int]):
+        self.records = records
+        self.latent_shape = tuple(latent_shape)
 
     def __call__(self, choice: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
         records, flips = choice
-        examples = self.source.__getitems__([int(r) for r in records])
-        suffixes = ["_flip" if flip else "" for flip in flips]
+        serialized = self.records.__getitems__(np.asarray(records).tolist())
+        labels = np.empty(len(serialized), np.int32)
+        means, logvars = [], []
+        for i, (example, flip) in enumerate(
+            zip(serialized, np.asarray(flips).tolist(), strict=True)
+        ):
+            feature = tf_example_pb2.Example.FromString(example).features.feature
+            mean_key, logvar_key = _MOMENT_KEYS[flip]
+            means.append(feature[mean_key].bytes_list.value[0])
+            logvars.append(feature[logvar_key].bytes_list.value[0])
+            labels[i] = feature["label"].int64_list.value[0]
         return {
-            "mean": np.stack(
-                [e["mean" + s] for e, s in zip(examples, suffixes, strict=True)]
-            ).astype(np.float32),
-            "logvar": np.stack(
-                [e["logvar" + s] for e, s in zip(examples, suffixes, strict=True)]
-            ).astype(np.float32),
-            "label": np.asarray([e["label"] for e in examples], np.int32),
+            "mean": self._to_float32(means, "mean"),
+            "logvar": self._to_float32(logvars, "logvar"),
+            "label": labels,
         }
+
+    def _to_float32(self, buffers: list[bytes], name: str) -> np.ndarray:
+        data = b"".join(buffers)
+        shape = (len(buffers), *self.latent_shape)
+        if len(data) != 2 * math.prod(shape):
+            raise ValueError(
+                f"stored {name} moments hold {len(data)} bytes for {len(buffers)} examples, "
+                f"not float16 {self.latent_shape} each"
+            )
+        return np.frombuffer(data, np.float16).reshape(shape).astype(np.float32)
 
 
 def open_latent_source(dataset_dir: str) -> Sequence[dict[str, Any]]:
@@ -162,20 +198,27 @@ def make_train_iterator(
     """
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
-    source = open_latent_source(dataset_dir)
+    info = read_latent_info(dataset_dir)
+    records = open_latent_records(dataset_dir)
     batches = process_choices(
-        len(source),
+        len(records),
         global_batch_size=global_batch_size,
         seed=seed,
         process_index=process_index,
         process_count=process_count,
         random_flip=random_flip,
-    ).map(_ReadBatch(source))
+    ).map(_ReadBatch(records, info["latent_shape"]))
     if worker_count:
         if not flags.FLAGS.is_parsed():  # grain's workers read its absl flags
             flags.FLAGS.mark_as_parsed()
-        iter_dataset = batches.to_iter_dataset().mp_prefetch(
-            grain.MultiprocessingOptions(num_workers=worker_count)
+        # Each worker reads its batches in order with one thread; a deep per-worker read
+        # pool would only compete with the other workers for the host's cores.
+        iter_dataset = batches.to_iter_dataset(
+            grain.ReadOptions(num_threads=1, prefetch_buffer_size=prefetch_batches)
+        ).mp_prefetch(
+            grain.MultiprocessingOptions(
+                num_workers=worker_count, per_worker_buffer_size=prefetch_batches
+            )
         )
     else:
         iter_dataset = batches.to_iter_dataset(

@@ -29,6 +29,7 @@ from ditjax.training.config import (
 )
 from ditjax.training.optimizer import learning_rate_schedule, make_optimizer
 from ditjax.training.preemption import PreemptionWatcher
+from ditjax.training.prefetch import DevicePrefetcher
 from ditjax.training.preview import make_preview_fn
 from ditjax.training.state import (
     abstract_train_state,
@@ -186,9 +187,14 @@ def train_and_evaluate(
     step = start_step
     preempted = False
     watcher = watcher or PreemptionWatcher()
+    # Batch k + 1 is read and on its way to the devices while step k runs; a checkpoint
+    # records the data position after the batches the saved state has consumed.
+    batches = DevicePrefetcher(
+        data_iterator, lambda local: make_global_batch(local, mesh), max(last_step - step, 0)
+    )
     try:
         while step < last_step:
-            batch = make_global_batch(next(data_iterator), mesh)
+            batch, data_position = next(batches)
             state, metrics = train_step(state, batch)
             step += 1
             pending.append(metrics)
@@ -211,7 +217,7 @@ def train_and_evaluate(
                 writer.write_scalars(step, last_metrics)
                 pending, log_start = [], time.perf_counter()
             if save_now:
-                checkpointer.save(step, state, data_iterator, config_snapshot)
+                checkpointer.save(step, state, data_position, config_snapshot)
             if (
                 preview is not None
                 and not preempted
@@ -222,6 +228,7 @@ def train_and_evaluate(
                 logging.warning("stopping at step %d after saving a checkpoint", step)
                 break
     finally:
+        batches.close()
         watcher.close()
         checkpointer.close()
         writer.flush()

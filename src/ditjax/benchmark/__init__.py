@@ -1,0 +1,32 @@
+"""Benchmarks: throughput, model FLOP utilisation and memory of training, guided sampling and
+the input pipeline (`python -m ditjax.bench`)."""
+
+from ditjax.benchmark.device import (
+    PEAK_TFLOPS,
+    ReferencePeak,
+    known_peak_tflops,
+    measure_matmul_flops,
+    peak_memory_bytes,
+    reference_peak,
+)
+from ditjax.benchmark.modes import BenchSpec, bench_data, bench_forward, bench_sample, bench_train
+from ditjax.benchmark.report import format_table, markdown_table, write_json
+from ditjax.benchmark.synthetic_latents import write_synthetic_latents
+
+__all__ = [
+    "PEAK_TFLOPS",
+    "BenchSpec",
+    "ReferencePeak",
+    "bench_data",
+    "bench_forward",
+    "bench_sample",
+    "bench_train",
+    "format_table",
+    "known_peak_tflops",
+    "markdown_table",
+    "measure_matmul_flops",
+    "peak_memory_bytes",
+    "reference_peak",
+    "write_json",
+    "write_synthetic_latents",
+]

@@ -1,0 +1,327 @@
+"""The benchmark modes: a train step, a guided forward, a guided sampling loop and the latent
+input pipeline, each timed after compilation and reported per device.
+
+Model FLOPs come from the analytic forward cost (`forward_macs`, 2 FLOPs per multiply-add):
+a train step costs about 3 forwards per image, a guided forward 2 (CFG doubles the batch),
+a sampling loop `steps` guided forwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from ditjax.benchmark.device import ReferencePeak, peak_memory_bytes
+from ditjax.data.pipeline import make_train_iterator
+from ditjax.diffusion import create_diffusion, guided_model_fn
+from ditjax.models import DiT, create_model, forward_macs
+from ditjax.parallel import create_mesh, make_global_batch
+from ditjax.sampling import make_sample_fn
+from ditjax.training.optimizer import learning_rate_schedule, make_optimizer
+from ditjax.training.state import create_train_state
+from ditjax.training.step import jit_train_step, make_train_step
+
+TRAIN_FORWARDS = 3  # forward + backward ~ 3 forward passes
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchSpec:
+    """What to measure: the model and its input, and how often to repeat each timing."""
+
+    model: str = "DiT-S/2"
+    latent_size: int = 32
+    batch_size: int = 8
+    dtype: str = "float32"
+    model_overrides: tuple[tuple[str, Any], ...] = ()
+    repeats: int = 5
+    warmup: int = 1
+    cfg_scale: float = 4.0
+    sampler: str = "ddpm"
+    sample_steps: int = 250
+    mesh: tuple[int, int] = (-1, 1)
+
+    def __post_init__(self):
+        if self.batch_size < 1 or self.repeats < 1 or self.warmup < 0 or self.latent_size < 1:
+            raise ValueError(
+                "batch_size, repeats and latent_size must be positive and warmup >= 0, got "
+                f"{self.batch_size}, {self.repeats}, {self.latent_size}, {self.warmup}"
+            )
+        if self.cfg_scale < 1.0:
+            raise ValueError(f"cfg_scale must be >= 1, got {self.cfg_scale}")
+
+    def create_model(self) -> DiT:
+        return create_model(
+            self.model,
+            input_size=self.latent_size,
+            dtype=self.dtype,
+            **dict(self.model_overrides),
+        )
+
+
+def _median_time(call: Callable[[], Any], repeats: int, warmup: int) -> list[float]:
+    """Seconds of each of `repeats` calls, after `warmup` untimed ones; `call` must block."""
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _compile(jitted, *args) -> tuple[Any, float]:
+    start = time.perf_counter()
+    compiled = jitted.lower(*args).compile()
+    return compiled, time.perf_counter() - start
+
+
+def _model_result(
+    mode: str,
+    spec: BenchSpec,
+    model: DiT,
+    peak: ReferencePeak,
+    *,
+    images: int,
+    forwards_per_image: float,
+    times: list[float],
+    compile_s: float,
+    **extra: Any,
+) -> dict[str, Any]:
+    step_s = statistics.median(times)
+    flops = 2.0 * forward_macs(model) * forwards_per_image * images
+    achieved = flops / step_s
+    memory, memory_kind = peak_memory_bytes()
+    return {
+        "mode": mode,
+        "model": spec.model,
+        "model_overrides": dict(spec.model_overrides),
+        "latent_shape": [spec.latent_size, spec.latent_size, model.in_channels],
+        "dtype": spec.dtype,
+        "batch_size": spec.batch_size,
+        **extra,
+        "devices": jax.device_count(),
+        "images_per_s": images / step_s,
+        "step_s": step_s,
+        "step_times_s": times,
+        "compile_s": compile_s,
+        "model_tflop_per_step": flops / 1e12,
+        "tflops_per_s": achieved / 1e12,
+        "utilisation": achieved / (peak.flops_per_s * jax.device_count()),
+        "peak_memory_bytes": memory,
+        "peak_memory_kind": memory_kind,
+    }
+
+
+def _init_params(model: DiT, latent_shape: tuple[int, int, int]) -> dict:
+    x = jnp.zeros((1, *latent_shape), jnp.float32)
+    t = jnp.zeros((1,), jnp.int32)
+    variables = jax.jit(model.init)(jax.random.key(0), x, t, t)
+    return nn.unbox(variables["params"])
+
+
+def _optimizer_config() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(
+        {
+            "learning_rate": 1e-4,
+            "warmup_steps": 0,
+            "adam_b1": 0.9,
+            "adam_b2": 0.999,
+            "adam_eps": 1e-8,
+            "weight_decay": 0.0,
+            "grad_clip_norm": 0.0,
+        }
+    )
+
+
+def bench_train(spec: BenchSpec, peak: ReferencePeak) -> dict[str, Any]:
+    """One jitted train step (loss, AdamW, EMA) on a fixed synthetic global batch."""
+    model = spec.create_model()
+    mesh = create_mesh(spec.mesh)
+    config = _optimizer_config()
+    optimizer = make_optimizer(config)
+    latent_shape = (spec.latent_size, spec.latent_size, model.in_channels)
+    state, shardings = create_train_state(model, optimizer, 0, latent_shape, mesh)
+    step = jit_train_step(
+        make_train_step(
+            model,
+            create_diffusion(),
+            optimizer,
+            ema_decay=0.9999,
+            latent_scale=0.18215,
+            learning_rate_fn=learning_rate_schedule(config),
+        ),
+        shardings,
+        mesh,
+    )
+    local = spec.batch_size // jax.process_count()
+    rng = np.random.default_rng(0)
+    batch = make_global_batch(
+        {
+            "mean": rng.normal(size=(local, *latent_shape)).astype(np.float32),
+            "logvar": np.full((local, *latent_shape), -4.0, np.float32),
+            "label": rng.integers(0, model.num_classes, size=(local,)).astype(np.int32),
+        },
+        mesh,
+    )
+    compiled, compile_s = _compile(step, state, batch)
+    carry = {"state": state}
+
+    def call() -> None:
+        carry["state"], metrics = compiled(carry["state"], batch)
+        jax.block_until_ready(metrics)
+
+    times = _median_time(call, spec.repeats, spec.warmup)
+    return _model_result(
+        "train",
+        spec,
+        model,
+        peak,
+        images=spec.batch_size,
+        forwards_per_image=TRAIN_FORWARDS,
+        times=times,
+        compile_s=compile_s,
+    )
+
+
+def _guided_forwards(cfg_scale: float) -> int:
+    return 2 if cfg_scale != 1.0 else 1
+
+
+def bench_forward(spec: BenchSpec, peak: ReferencePeak) -> dict[str, Any]:
+    """One guided forward (x, t) -> eps of `batch_size` images: the model runs on 2 x batch
+    (conditional and unconditional) when cfg_scale != 1."""
+    model = spec.create_model()
+    latent_shape = (spec.latent_size, spec.latent_size, model.in_channels)
+    params = _init_params(model, latent_shape)
+    labels = jnp.arange(spec.batch_size, dtype=jnp.int32) % model.num_classes
+
+    @jax.jit
+    def forward(params, x, t):
+        conditional = lambda x, t, y: model.apply({"params": params}, x, t, y)  # noqa: E731
+        guided = guided_model_fn(
+            conditional,
+            labels,
+            model.num_classes,
+            spec.cfg_scale,
+            channels=model.in_channels,
+        )
+        return guided(x, t)
+
+    x = jax.random.normal(jax.random.key(1), (spec.batch_size, *latent_shape), jnp.float32)
+    t = jnp.full((spec.batch_size,), 500, jnp.int32)
+    compiled, compile_s = _compile(forward, params, x, t)
+    times = _median_time(
+        lambda: jax.block_until_ready(compiled(params, x, t)), spec.repeats, spec.warmup
+    )
+    return _model_result(
+        "forward",
+        spec,
+        model,
+        peak,
+        images=spec.batch_size,
+        forwards_per_image=_guided_forwards(spec.cfg_scale),
+        times=times,
+        compile_s=compile_s,
+        cfg_scale=spec.cfg_scale,
+        model_batch=spec.batch_size * _guided_forwards(spec.cfg_scale),
+    )
+
+
+def bench_sample(spec: BenchSpec, peak: ReferencePeak) -> dict[str, Any]:
+    """The whole guided sampling loop (`sample_steps` steps of `sampler`) as one jitted
+    program, from noise to latents of `batch_size` images."""
+    model = spec.create_model()
+    latent_shape = (spec.latent_size, spec.latent_size, model.in_channels)
+    params = _init_params(model, latent_shape)
+    sample = jax.jit(
+        make_sample_fn(
+            model,
+            latent_shape=latent_shape,
+            sampler=spec.sampler,
+            steps=spec.sample_steps,
+            cfg_scale=spec.cfg_scale,
+        )
+    )
+    labels = jnp.arange(spec.batch_size, dtype=jnp.int32) % model.num_classes
+    key = jax.random.key(0)
+    compiled, compile_s = _compile(sample, params, labels, key)
+    times = _median_time(
+        lambda: jax.block_until_ready(compiled(params, labels, key)), spec.repeats, spec.warmup
+    )
+    result = _model_result(
+        "sample",
+        spec,
+        model,
+        peak,
+        images=spec.batch_size,
+        forwards_per_image=spec.sample_steps * _guided_forwards(spec.cfg_scale),
+        times=times,
+        compile_s=compile_s,
+        cfg_scale=spec.cfg_scale,
+        sampler=spec.sampler,
+        sample_steps=spec.sample_steps,
+    )
+    result["denoising_step_s"] = result["step_s"] / spec.sample_steps
+    return result
+
+
+def bench_data(
+    dataset_dir: str,
+    *,
+    batch_size: int,
+    workers: int,
+    batches: int = 20,
+    warmup: int = 3,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The latent input pipeline alone: `batches` batches of `batch_size` (per host) read by
+    `make_train_iterator` with `workers` grain worker processes (0: threads), after `warmup`
+    untimed ones. `step_s` is the mean time per batch (the worker queues make single batches
+    bursty); images_per_s is per host."""
+    if batches < 1 or warmup < 0 or workers < 0:
+        raise ValueError(
+            f"batches must be positive, warmup and workers >= 0, got {batches}, {warmup}, {workers}"
+        )
+    iterator = make_train_iterator(
+        dataset_dir,
+        global_batch_size=batch_size * jax.process_count(),
+        seed=seed,
+        worker_count=workers,
+    )
+    try:
+        start = time.perf_counter()
+        first = next(iterator)
+        first_s = time.perf_counter() - start
+        for _ in range(warmup):
+            next(iterator)
+        start = time.perf_counter()
+        for _ in range(batches):
+            next(iterator)
+        seconds = time.perf_counter() - start
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
+    memory, memory_kind = peak_memory_bytes()
+    return {
+        "mode": "data",
+        "latent_shape": list(first["mean"].shape[1:]),
+        "batch_size": batch_size,
+        "workers": workers,
+        "batches": batches,
+        "images_per_s": batches * batch_size / seconds,
+        "step_s": seconds / batches,
+        "first_batch_s": first_s,
+        "peak_memory_bytes": memory,
+        "peak_memory_kind": memory_kind,
+    }

@@ -1,0 +1,86 @@
+"""Benchmark results as a printed table, a markdown table and a JSON file."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+_HEADERS = (
+    "mode",
+    "what",
+    "images/s",
+    "step ms",
+    "compile s",
+    "TFLOP/s",
+    "utilisation",
+    "peak mem MiB",
+)
+
+
+def describe(result: dict[str, Any]) -> str:
+    """One line saying what a result measured, e.g. 'batch 2x8 (CFG 4)'."""
+    batch = result["batch_size"]
+    mode = result["mode"]
+    if mode == "data":
+        return f"batch {batch}, {result['workers']} workers"
+    if mode == "forward":
+        return f"batch {result['model_batch'] // batch}x{batch} (CFG {result['cfg_scale']:g})"
+    if mode == "sample":
+        return (
+            f"batch {batch}, {result['sample_steps']} {result['sampler']} steps "
+            f"(CFG {result['cfg_scale']:g})"
+        )
+    return f"batch {batch}"
+
+
+def _row(result: dict[str, Any]) -> list[str]:
+    def number(key: str, fmt: str, scale: float = 1.0) -> str:
+        value = result.get(key)
+        return "-" if value is None else format(value * scale, fmt)
+
+    return [
+        result["mode"],
+        describe(result),
+        number("images_per_s", ",.1f"),
+        number("step_s", ".1f", 1e3),
+        number("compile_s", ".1f"),
+        number("tflops_per_s", ".3g"),
+        number("utilisation", ".1%"),
+        number("peak_memory_bytes", ".0f", 2**-20),
+    ]
+
+
+def format_table(results: Sequence[dict[str, Any]]) -> str:
+    """The results as aligned plain-text columns."""
+    rows = [list(_HEADERS), *(_row(r) for r in results)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_HEADERS))]
+    return "\n".join(
+        "  ".join(
+            cell.rjust(w) if i >= 2 else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    )
+
+
+def markdown_table(results: Sequence[dict[str, Any]]) -> str:
+    """The results as a GitHub markdown table."""
+    lines = [
+        "| " + " | ".join(_HEADERS) + " |",
+        "|" + "|".join(["---"] * 2 + ["---:"] * (len(_HEADERS) - 2)) + "|",
+    ]
+    lines += ["| " + " | ".join(_row(r)) + " |" for r in results]
+    return "\n".join(lines)
+
+
+def write_json(path: str | os.PathLike, report: dict[str, Any]) -> None:
+    """Writes `report` to `path` atomically (a temporary name, then a rename)."""
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(report, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
