@@ -1,4 +1,8 @@
-"""`python -m ditjax.sample --checkpoint=DIR --labels=207,360 --out=grid.png`: sample a grid."""
+"""`python -m ditjax.sample --checkpoint=DIR --labels=207,360 --out=grid.png`: sample a grid.
+
+With `--out=samples.npz` or `--num_samples=N`: N samples for FID (ADM's .npz format) on every
+device, resumable; see `ditjax.sample_npz`.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from ditjax.autoencoder import create_autoencoder
 from ditjax.diffusion import GUIDANCE_MODES
 from ditjax.image_grid import make_grid, save_png
 from ditjax.parallel import batch_sharding, create_mesh
+from ditjax.sample_npz import sample_npz
 from ditjax.sampling import SAMPLERS, make_image_sample_fn
 from ditjax.training.restore import load_for_sampling
 
@@ -39,7 +44,18 @@ _SAMPLER = flags.DEFINE_enum("sampler", "ddpm", list(SAMPLERS), "Sampler.")
 _STEPS = flags.DEFINE_integer("steps", 250, "Sampling steps.")
 _ETA = flags.DEFINE_float("eta", 0.0, "DDIM eta.")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
-_OUT = flags.DEFINE_string("out", "samples.png", "Output PNG grid.")
+_OUT = flags.DEFINE_string(
+    "out", "samples.png", "Output PNG grid, or .npz of --num_samples samples (FID mode)."
+)
+_NUM_SAMPLES = flags.DEFINE_integer(
+    "num_samples", None, "FID mode: this many samples into --out (.npz; default 50000)."
+)
+_PER_DEVICE_BATCH = flags.DEFINE_integer(
+    "per_device_batch", 32, "FID mode: samples per device in each chunk."
+)
+_BALANCED = flags.DEFINE_bool(
+    "balanced", False, "FID mode: N / num_classes samples of each class (default: uniform)."
+)
 _IMAGES_DIR = flags.DEFINE_string("images_dir", None, "Also write each sample as a PNG here.")
 _UPSCALE = flags.DEFINE_integer("upscale", 1, "Nearest-neighbour upscaling of the grid.")
 
@@ -90,6 +106,9 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not _CHECKPOINT.value:
         raise app.UsageError("--checkpoint is required")
+    if _NUM_SAMPLES.value is not None or _OUT.value.endswith(".npz"):
+        _sample_npz_main()
+        return
     try:
         labels = [int(y) for y in _LABELS.value] * _REPEATS.value
     except ValueError:
@@ -117,6 +136,34 @@ def main(argv: list[str]) -> None:
         for i, image in enumerate(images):
             save_png(image, os.path.join(_IMAGES_DIR.value, f"{i:05d}_class{labels[i]}.png"))
     print(f"wrote {len(images)} samples to {_OUT.value}")
+
+
+def _sample_npz_main() -> None:
+    out = _OUT.value if _OUT.value.endswith(".npz") else None
+    if out is None:
+        raise app.UsageError(f"with --num_samples, --out must end in .npz, got {_OUT.value!r}")
+    try:
+        sample_npz(
+            _CHECKPOINT.value,
+            out,
+            50000 if _NUM_SAMPLES.value is None else _NUM_SAMPLES.value,
+            per_device_batch=_PER_DEVICE_BATCH.value,
+            balanced=_BALANCED.value,
+            step=_STEP.value,
+            ema=_EMA.value,
+            autoencoder_spec=_AUTOENCODER.value,
+            cfg_scale=_CFG_SCALE.value,
+            guidance=_GUIDANCE.value,
+            sampler=_SAMPLER.value,
+            steps=_STEPS.value,
+            eta=_ETA.value,
+            seed=_SEED.value,
+            images_dir=_IMAGES_DIR.value,
+        )
+    except (FileNotFoundError, FileExistsError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import Sharding
 
 from ditjax.diffusion import (
     create_diffusion,
     ddim_sample_loop,
+    dpmpp_2m_sample_loop,
     guided_model_fn,
     p_sample_loop,
 )
 from ditjax.models import DiT
 
-SAMPLERS = ("ddpm", "ddim")
+SAMPLERS = ("ddpm", "ddim", "dpmpp2m")
 
 
 def make_sample_fn(
@@ -31,7 +34,10 @@ def make_sample_fn(
 ) -> Callable[[dict, jax.Array, jax.Array], jax.Array]:
     """`sample(params, labels (N,), key) -> latents (N, h, w, C)` in the model's units.
 
-    The whole loop is one program; jit it (with shardings if wanted) at the call site.
+    `key` is one key for the whole batch, or per-sample keys (N,): then sample n's initial
+    and per-step noise come from key[n] alone, so it does not depend on N or the sharding.
+    Samplers: "ddpm" (ancestral, `steps` respaced), "ddim" (eta), "dpmpp2m" (DPM-Solver++(2M),
+    deterministic). The whole loop is one program; jit it (with shardings) at the call site.
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
@@ -39,7 +45,7 @@ def make_sample_fn(
         raise ValueError(f"steps must be in [1, {diffusion_steps}], got {steps}")
     if cfg_scale < 1.0:
         raise ValueError(f"cfg_scale must be >= 1, got {cfg_scale}")
-    respacing = f"ddim{steps}" if sampler == "ddim" else str(steps)
+    respacing = {"ddim": f"ddim{steps}", "dpmpp2m": ""}.get(sampler, str(steps))
     diffusion = create_diffusion(
         respacing, learn_sigma=model.learn_sigma, diffusion_steps=diffusion_steps
     )
@@ -56,8 +62,9 @@ def make_sample_fn(
             channels=latent_shape[-1],
             mode=guidance_mode,
         )
-        noise_key, loop_key = jax.random.split(key)
-        noise = jax.random.normal(noise_key, (labels.shape[0], *latent_shape), jnp.float32)
+        noise, loop_key = initial_noise(key, (labels.shape[0], *latent_shape))
+        if sampler == "dpmpp2m":
+            return dpmpp_2m_sample_loop(diffusion, model_fn, noise, steps=steps)
         if sampler == "ddim":
             return ddim_sample_loop(diffusion, model_fn, noise, eta=eta, key=loop_key)
         return p_sample_loop(diffusion, model_fn, noise, loop_key)
@@ -65,14 +72,30 @@ def make_sample_fn(
     return sample
 
 
+def initial_noise(key: jax.Array, shape: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
+    """(x_T (N, ...), the key(s) left for the sampling loop) from one key or per-sample keys."""
+    if key.ndim == 0:
+        noise_key, loop_key = jax.random.split(key)
+        return jax.random.normal(noise_key, shape, jnp.float32), loop_key
+    if key.shape != shape[:1]:
+        raise ValueError(f"per-sample keys have shape {key.shape}; expected {shape[:1]}")
+
+    def one(k: jax.Array) -> tuple[jax.Array, jax.Array]:
+        noise_key, loop_key = jax.random.split(k)
+        return jax.random.normal(noise_key, shape[1:], jnp.float32), loop_key
+
+    return jax.vmap(one)(key)
+
+
 def make_image_sample_fn(
-    model: DiT, autoencoder, **sample_options
+    model: DiT, autoencoder, *, out_sharding: Sharding | None = None, **sample_options
 ) -> Callable[[dict, jax.Array, jax.Array], jax.Array]:
     """`sample(params, labels (N,), key) -> uint8 images (N, H, W, 3)`: the sampling loop and
-    the decoder as one jitted program. `sample_options` are those of `make_sample_fn`."""
+    the decoder as one jitted program, its output laid out as `out_sharding` when given.
+    `sample_options` are those of `make_sample_fn`."""
     sample_latents = make_sample_fn(model, **sample_options)
 
-    @jax.jit
+    @partial(jax.jit, out_shardings=out_sharding)
     def sample(params: dict, labels: jax.Array, key: jax.Array) -> jax.Array:
         latents = sample_latents(params, labels, key)
         return to_uint8(autoencoder.decode(latents / autoencoder.scale))

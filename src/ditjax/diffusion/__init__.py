@@ -1,5 +1,6 @@
 """Gaussian diffusion: schedule, closed forms, hybrid loss, samplers and guidance."""
 
+from ditjax.diffusion.dpm_solver import dpm_solver_timesteps, dpmpp_2m_sample_loop
 from ditjax.diffusion.gaussian import (
     p_mean_variance,
     predict_eps_from_xstart,
@@ -14,7 +15,7 @@ from ditjax.diffusion.losses import (
     training_losses,
     vb_terms_bpd,
 )
-from ditjax.diffusion.samplers import ddim_sample_loop, p_sample_loop
+from ditjax.diffusion.samplers import ddim_sample_loop, p_sample_loop, step_noise
 from ditjax.diffusion.schedule import (
     Diffusion,
     create_diffusion,
@@ -30,6 +31,8 @@ __all__ = [
     "ddim_sample_loop",
     "diffusion_from_betas",
     "discretized_gaussian_log_likelihood",
+    "dpm_solver_timesteps",
+    "dpmpp_2m_sample_loop",
     "guided_model_fn",
     "linear_betas",
     "normal_kl",
@@ -40,6 +43,7 @@ __all__ = [
     "q_posterior_mean_variance",
     "q_sample",
     "space_timesteps",
+    "step_noise",
     "training_losses",
     "vb_terms_bpd",
 ]

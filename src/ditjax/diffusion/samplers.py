@@ -13,6 +13,23 @@ from ditjax.diffusion.schedule import Diffusion
 ModelFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
+def step_noise(key: jax.Array, i: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """Standard normal noise `shape` (N, ...) for step i.
+
+    One key: drawn from fold_in(key, i). Per-sample keys (N,): row n is drawn from
+    fold_in(key[n], i), so it depends on nothing but key[n] (not on N or the sharding).
+    """
+    if key.ndim == 0:
+        return jax.random.normal(jax.random.fold_in(key, i), shape, jnp.float32)
+    if key.shape != shape[:1]:
+        raise ValueError(f"per-sample keys have shape {key.shape}; expected {shape[:1]}")
+
+    def draw(k: jax.Array) -> jax.Array:
+        return jax.random.normal(jax.random.fold_in(k, i), shape[1:], jnp.float32)
+
+    return jax.vmap(draw)(key)
+
+
 def _model_posterior(d: Diffusion, model_fn: ModelFn, x: jax.Array, i: jax.Array, clip: bool):
     t = jnp.full((x.shape[0],), i, dtype=jnp.int32)
     output = model_fn(x, jnp.take(d.timestep_map, t))
@@ -29,12 +46,13 @@ def p_sample_loop(
 ) -> jax.Array:
     """Ancestral (DDPM) sampling from x_T = `noise` (N, H, W, C) down to x_0.
 
-    Step i draws its noise from fold_in(key, i); the last step adds none.
+    Step i draws its noise from fold_in(key, i), or per sample from fold_in(key[n], i)
+    when `key` holds one key per sample (N,); the last step adds none.
     """
 
     def step(x, i):
         t, out = _model_posterior(d, model_fn, x, i, clip_denoised)
-        z = jax.random.normal(jax.random.fold_in(key, i), x.shape, jnp.float32)
+        z = step_noise(key, i, x.shape)
         nonzero = (t != 0).astype(jnp.float32).reshape((-1,) + (1,) * (x.ndim - 1))
         return out["mean"] + nonzero * jnp.exp(0.5 * out["log_variance"]) * z, None
 
@@ -52,7 +70,10 @@ def ddim_sample_loop(
     key: jax.Array | None = None,
     clip_denoised: bool = False,
 ) -> jax.Array:
-    """DDIM sampling from `noise` (N, H, W, C); deterministic for eta = 0 (then key unused)."""
+    """DDIM sampling from `noise` (N, H, W, C); deterministic for eta = 0 (then key unused).
+
+    `key` is one key or one per sample (N,), as in `p_sample_loop`.
+    """
     if eta != 0.0 and key is None:
         raise ValueError("ddim_sample_loop needs a key when eta != 0")
 
@@ -72,7 +93,7 @@ def ddim_sample_loop(
         )
         if eta == 0.0:
             return mean, None
-        z = jax.random.normal(jax.random.fold_in(key, i), x.shape, jnp.float32)
+        z = step_noise(key, i, x.shape)
         nonzero = (t != 0).astype(jnp.float32).reshape((-1,) + (1,) * (x.ndim - 1))
         return mean + nonzero * sigma * z, None
 
