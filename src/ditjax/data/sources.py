@@ -12,6 +12,7 @@ import concurrent.futures
 import io
 import os
 import pathlib
+import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
@@ -22,6 +23,7 @@ SOURCE_FORMS = ("tfds:NAME[:SPLIT]", "folder:PATH", "demo")
 DEMO_SOURCE = "tfds:demo_shapes:train"
 _DECODE_THREADS = min(8, os.cpu_count() or 1)
 _DECODE_LOOKAHEAD = 64
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 class SourceExample(NamedTuple):
@@ -57,7 +59,9 @@ def _decode(read: Callable[[], bytes]) -> tuple[Image.Image | None, str | None]:
         image.load()
         return image, None
     except Exception as error:  # a corrupt or unreadable file is reported, not fatal
-        return None, f"{type(error).__name__}: {error}"
+        # Without object addresses ("<_io.BytesIO object at 0x...>") the report is the same
+        # in every run.
+        return None, f"{type(error).__name__}: {_ADDRESS.sub('', str(error))}"
 
 
 def _decode_in_order(
