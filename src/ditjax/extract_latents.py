@@ -7,6 +7,10 @@
 
 `--source=demo` builds the embedded demo set with TFDS (in --data_dir, by default
 `<out>/../tfds`) and extracts its train split.
+
+Started on every host of a pod or cluster (as `ditjax.train` is), the processes share the
+shards; --out must then be storage they all see (gs://bucket/path, or a shared file system).
+An interrupted run resumes on any number of processes.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from absl import app, flags
 
 from ditjax.autoencoder import AUTOENCODER_SPECS, parse_autoencoder_spec
 from ditjax.data.sources import SOURCE_FORMS, parse_source_spec
+from ditjax.data.storage import as_path
+from ditjax.parallel.distributed import initialize_distributed
 
 _SOURCE = flags.DEFINE_string(
     "source", None, f"One of {', '.join(SOURCE_FORMS)} (e.g. tfds:imagenet2012, demo)."
@@ -32,6 +38,11 @@ _DATA_DIR = flags.DEFINE_string(
 )
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Images encoded per device call.")
 _SHARD_SIZE = flags.DEFINE_integer("examples_per_shard", 2048, "Examples per ArrayRecord shard.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0, for clusters JAX cannot detect."
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in the job.")
 
 
 def _validated_flags() -> tuple[str, str, str | None]:
@@ -56,7 +67,7 @@ def _validated_flags() -> tuple[str, str, str | None]:
         raise app.UsageError(f"--autoencoder: {error}") from None
     if kind == "folder" and not os.path.isdir(location):
         raise app.UsageError(f"--source: image folder {location} does not exist")
-    out = os.path.abspath(_OUT.value)
+    out = os.fspath(as_path(_OUT.value))
     data_dir = _DATA_DIR.value
     if _SOURCE.value == "demo" and data_dir is None:
         data_dir = os.path.join(os.path.dirname(out), "tfds")
@@ -68,7 +79,7 @@ def _already_extracted(out: str, source_spec: str) -> bool:
     the autoencoder)."""
     from ditjax.data.latent_format import INFO_FILE, read_latent_info
 
-    if not os.path.exists(os.path.join(out, INFO_FILE)):
+    if not (as_path(out) / INFO_FILE).exists():
         return False
     info = read_latent_info(out)
     return (
@@ -82,6 +93,7 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     source_spec, out, data_dir = _validated_flags()
+    initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     if _already_extracted(out, source_spec):
         print(f"{out} already holds this complete latent dataset; nothing to do")
         return

@@ -3,10 +3,11 @@ store the posterior moments in ArrayRecord shards.
 
 Shard k holds source examples [k E, (k + 1) E), E = examples_per_shard, so shard boundaries
 follow the source order and agree between runs. Shards are written under `<out>.partial/`,
-each to a temporary name renamed when complete; a re-run redoes only unfinished shards. The
-TFDS metadata is written last and the directory is renamed to `out`, so a dataset is visible
-only once it is complete.
-"""
+each to a temporary name renamed when complete; a re-run redoes only unfinished shards,
+whichever process finished the others. With several processes, process p writes the shards
+k = p mod P. Once all are complete, process 0 writes the TFDS metadata and publishes the
+directory as `out` (`ditjax_latents.json` last), so a dataset is visible only once complete.
+`out` may be a bucket URL; see `ditjax.data.storage`."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
 from array_record.python import array_record_module
+from etils import epath
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
@@ -39,8 +41,19 @@ from ditjax.data.latent_format import (
     shard_filename,
 )
 from ditjax.data.sources import ImageSource, SourceExample
+from ditjax.data.storage import (
+    as_path,
+    is_remote,
+    local_file_for,
+    publish_directory,
+    write_text_atomically,
+)
+from ditjax.parallel.distributed import wait_for_all_processes
 
 SETTINGS_FILE = "extraction_settings.json"
+# How long processes wait for the slowest one to finish its shards, and process 0 to publish.
+_ENCODE_WAIT_S = 7 * 24 * 3600
+_PUBLISH_WAIT_S = 24 * 3600
 # Settings that must agree between a dataset (or an unfinished one) and a new extraction.
 _MATCHING_SETTINGS = ("autoencoder", "scale", "image_size", "latent_shape", "class_names")
 _RESUME_SETTINGS = (*_MATCHING_SETTINGS, "source_examples", "examples_per_shard", "source")
@@ -163,19 +176,22 @@ def _encode_shard(
     return stored, skipped
 
 
-def _write_shard(path: str, features: tfds.features.FeaturesDict, examples: list[dict]) -> None:
-    tmp = path + ".tmp"
-    writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1")
-    for example in examples:
-        writer.write(features.serialize_example(example))
-    writer.close()
-    os.replace(tmp, path)
+def _write_shard(
+    path: epath.Path, features: tfds.features.FeaturesDict, examples: list[dict], tag: str
+) -> None:
+    # tf.train.Example holds its features in a map, serialized in an order that varies between
+    # processes unless asked to be deterministic: shards would differ by the process writing them.
+    serializer = tfds.core.example_serializer.ExampleSerializer(features.get_serialized_info())
+    with local_file_for(path, tag) as local:
+        writer = array_record_module.ArrayRecordWriter(local, "group_size:1")
+        for example in examples:
+            proto = serializer.get_tf_example(features.encode_example(example))
+            writer.write(proto.SerializeToString(deterministic=True))
+        writer.close()
 
 
-def _write_json(path: str, value: Any) -> None:
-    with open(path + ".tmp", "w") as f:
-        json.dump(value, f, indent=2)
-    os.replace(path + ".tmp", path)
+def _write_json(path: epath.Path, value: Any, tag: str) -> None:
+    write_text_atomically(path, json.dumps(value, indent=2), tag)
 
 
 def _describe_mismatch(found: dict[str, Any], wanted: dict[str, Any], keys) -> str:
@@ -186,7 +202,7 @@ def _describe_mismatch(found: dict[str, Any], wanted: dict[str, Any], keys) -> s
     )
 
 
-def _write_tfds_metadata(directory: str, features, shard_lengths: list[int]) -> None:
+def _write_tfds_metadata(directory: epath.Path, features, shard_lengths: list[int]) -> None:
     template = tfds.core.ShardedFileTemplate(
         data_dir=directory,
         template=FILE_TEMPLATE,
@@ -206,6 +222,55 @@ def _write_tfds_metadata(directory: str, features, shard_lengths: list[int]) -> 
     )
 
 
+def _report_name(shard: int, num_shards: int) -> str:
+    return shard_filename(shard, num_shards) + ".json"
+
+
+def _finish(
+    partial: epath.Path,
+    out: epath.Path,
+    features: tfds.features.FeaturesDict,
+    settings: dict[str, Any],
+    num_shards: int,
+    tag: str,
+) -> None:
+    """Checks that every shard in `partial` is complete, writes the dataset's metadata and
+    publishes it as `out`."""
+    missing = [
+        shard_filename(shard, num_shards)
+        for shard in range(num_shards)
+        if not (partial / shard_filename(shard, num_shards)).exists()
+        or not (partial / _report_name(shard, num_shards)).exists()
+    ]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} shard(s) of {partial} are not complete ({', '.join(missing[:3])}"
+            f"{', ...' if len(missing) > 3 else ''}); run the extraction again, on any number "
+            "of processes, to finish them"
+        )
+    shard_lengths, skipped = [], []
+    for shard in range(num_shards):
+        report = json.loads((partial / _report_name(shard, num_shards)).read_text())
+        shard_lengths.append(report["num_examples"])
+        skipped.extend(report["skipped"])
+    num_examples = sum(shard_lengths)
+    if num_examples == 0:
+        raise ValueError(
+            f"none of the {settings['source_examples']} images could be read; see {partial}"
+        )
+    _write_tfds_metadata(partial, features, shard_lengths)
+    write_text_atomically(partial / SKIPPED_FILE, "".join(line + "\n" for line in skipped), tag)
+    info = {
+        **settings,
+        "num_examples": num_examples,
+        "num_skipped": len(skipped),
+        "num_shards": num_shards,
+    }
+    _write_json(partial / INFO_FILE, info, tag)
+    reports = {_report_name(shard, num_shards) for shard in range(num_shards)}
+    publish_directory(partial, out, last=INFO_FILE, drop=frozenset({*reports, SETTINGS_FILE}))
+
+
 def extract_latents(
     source: ImageSource,
     autoencoder: Autoencoder,
@@ -217,6 +282,8 @@ def extract_latents(
     progress: bool = True,
     source_spec: str = "",
     autoencoder_spec: str = "",
+    process_index: int | None = None,
+    process_count: int | None = None,
 ) -> ExtractionSummary:
     """Encodes every image of `source` and its horizontal flip into a latent dataset.
 
@@ -224,8 +291,18 @@ def extract_latents(
     h = w = image_size / autoencoder.downsample, and `label` int64. Unreadable images are
     skipped and listed in `skipped.txt`. If `out_dir` already holds a complete dataset made
     with the same settings, nothing is done; with other settings it is an error.
+
+    `out_dir` is a local directory or a bucket URL (gs://...). Of P processes
+    (jax.process_count() by default) process p encodes shards p, p + P, ... on its local
+    devices, so `out_dir` must be storage they all see; process 0 publishes the dataset once
+    every shard is complete, and every process returns after that. The files are the same
+    whatever the number of processes or devices.
     """
-    out_dir = os.path.abspath(os.fspath(out_dir))
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} is not in [0, {process_count})")
+    out = as_path(out_dir)
     if image_size < 1 or batch_size < 1 or examples_per_shard < 1:
         raise ValueError(
             "image_size, batch_size and examples_per_shard must be positive, got "
@@ -255,28 +332,34 @@ def extract_latents(
         "examples_per_shard": examples_per_shard,
     }
 
-    if os.path.exists(os.path.join(out_dir, INFO_FILE)):
-        info = read_latent_info(out_dir)
+    if (out / INFO_FILE).exists():
+        info = read_latent_info(out)
         mismatch = _describe_mismatch(info, settings, _MATCHING_SETTINGS)
         if mismatch:
             raise FileExistsError(
-                f"{out_dir} already holds a latent dataset made with other settings: {mismatch}; "
+                f"{out} already holds a latent dataset made with other settings: {mismatch}; "
                 "choose another output directory or delete it"
             )
-        print(f"{out_dir} already holds this complete latent dataset; nothing to do", flush=True)
+        print(f"{out} already holds this complete latent dataset; nothing to do", flush=True)
         return ExtractionSummary(
-            out_dir, info["num_examples"], info.get("num_skipped", 0), info["num_shards"], 0
+            os.fspath(out), info["num_examples"], info.get("num_skipped", 0), info["num_shards"], 0
         )
-    if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
-        raise FileExistsError(f"{out_dir} exists and is not a latent dataset; choose another one")
+    partial = out.parent / f"{out.name}.partial"
+    # In a bucket an interrupted publication leaves some files in `out`; it is finished below.
+    resuming_publication = is_remote(out) and partial.exists()
+    if (
+        out.exists()
+        and not resuming_publication
+        and (not out.is_dir() or any(True for _ in out.iterdir()))
+    ):
+        raise FileExistsError(f"{out} exists and is not a latent dataset; choose another one")
     if num_source < 1:
         raise ValueError("the source has no images")
 
-    partial = out_dir + ".partial"
-    settings_path = os.path.join(partial, SETTINGS_FILE)
-    if os.path.exists(settings_path):
-        with open(settings_path) as f:
-            earlier = json.load(f)
+    tag = f"p{process_index}"  # distinct temporary names for concurrent processes
+    settings_path = partial / SETTINGS_FILE
+    if settings_path.exists():
+        earlier = json.loads(settings_path.read_text())
         mismatch = _describe_mismatch(earlier, settings, _RESUME_SETTINGS)
         if mismatch:
             raise FileExistsError(
@@ -284,24 +367,30 @@ def extract_latents(
                 "delete it to start over"
             )
     else:
-        os.makedirs(partial, exist_ok=True)
-        _write_json(settings_path, settings)
+        partial.mkdir(parents=True, exist_ok=True)
+        _write_json(settings_path, settings, tag)  # every process writes the same bytes
 
     num_devices = jax.local_device_count()
     batch_size = math.ceil(batch_size / num_devices) * num_devices
     num_shards = math.ceil(num_source / examples_per_shard)
     features = latent_features(tuple(latent_shape), class_names)
     start_encoding = make_encoder(autoencoder, batch_size)
+    my_shards = range(process_index, num_shards, process_count)
 
     reused = 0
-    bar = tqdm(total=num_source, disable=not progress, unit="img", desc="extracting")
+    bar = tqdm(
+        total=sum(min(examples_per_shard, num_source - s * examples_per_shard) for s in my_shards),
+        disable=not progress,
+        unit="img",
+        desc="extracting" if process_count == 1 else f"extracting (process {process_index})",
+    )
     with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-        for shard in range(num_shards):
+        for shard in my_shards:
             begin = shard * examples_per_shard
             end = min(begin + examples_per_shard, num_source)
-            path = os.path.join(partial, shard_filename(shard, num_shards))
-            report = path + ".json"
-            if os.path.exists(path) and os.path.exists(report):
+            path = partial / shard_filename(shard, num_shards)
+            report = partial / _report_name(shard, num_shards)
+            if path.exists() and report.exists():  # finished earlier, by any process
                 reused += 1
                 bar.update(end - begin)
                 continue
@@ -314,41 +403,25 @@ def extract_latents(
                 pool=pool,
                 on_batch=bar.update,
             )
-            _write_shard(path, features, stored)
-            _write_json(report, {"num_examples": len(stored), "skipped": skipped})
+            _write_shard(path, features, stored, tag)
+            _write_json(report, {"num_examples": len(stored), "skipped": skipped}, tag)
     bar.close()
 
-    shard_lengths, skipped = [], []
-    for shard in range(num_shards):
-        with open(os.path.join(partial, shard_filename(shard, num_shards)) + ".json") as f:
-            report = json.load(f)
-        shard_lengths.append(report["num_examples"])
-        skipped.extend(report["skipped"])
-    num_examples = sum(shard_lengths)
-    if num_examples == 0:
-        raise ValueError(f"none of the {num_source} images could be read; see {partial}")
-    _write_tfds_metadata(partial, features, shard_lengths)
-    with open(os.path.join(partial, SKIPPED_FILE), "w") as f:
-        f.write("".join(line + "\n" for line in skipped))
-    info = {
-        **settings,
-        "num_examples": num_examples,
-        "num_skipped": len(skipped),
-        "num_shards": num_shards,
-    }
-    _write_json(os.path.join(partial, INFO_FILE), info)
-    if os.path.exists(out_dir):
-        os.rmdir(out_dir)  # an empty directory, checked above
-    os.rename(partial, out_dir)  # the dataset becomes visible, complete
-    for shard in range(num_shards):
-        os.remove(os.path.join(out_dir, shard_filename(shard, num_shards)) + ".json")
-    os.remove(os.path.join(out_dir, SETTINGS_FILE))
-
-    print(
-        f"wrote {num_examples} examples to {out_dir}; skipped {len(skipped)} unreadable "
-        "image(s)" + (f", listed in {os.path.join(out_dir, SKIPPED_FILE)}" if skipped else ""),
-        flush=True,
-    )
+    multiprocess = jax.process_count() > 1
+    if multiprocess:
+        wait_for_all_processes(f"ditjax-extract-encoded:{out}", _ENCODE_WAIT_S)
+    if process_index == 0:
+        _finish(partial, out, features, settings, num_shards, tag)
+    if multiprocess:
+        wait_for_all_processes(f"ditjax-extract-published:{out}", _PUBLISH_WAIT_S)
+    info = read_latent_info(out)
+    num_examples, num_skipped = info["num_examples"], info["num_skipped"]
+    if process_index == 0:
+        print(
+            f"wrote {num_examples} examples to {out}; skipped {num_skipped} unreadable image(s)"
+            + (f", listed in {out / SKIPPED_FILE}" if num_skipped else ""),
+            flush=True,
+        )
     if reused:
         print(f"reused {reused} shard(s) finished by an earlier run", flush=True)
-    return ExtractionSummary(out_dir, num_examples, len(skipped), num_shards, reused)
+    return ExtractionSummary(os.fspath(out), num_examples, num_skipped, num_shards, reused)

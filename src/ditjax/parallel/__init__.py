@@ -1,7 +1,7 @@
 """Device mesh, logical-axis rules and global-batch assembly."""
 
 from ditjax.parallel.batch import make_global_batch
-from ditjax.parallel.distributed import initialize_distributed
+from ditjax.parallel.distributed import initialize_distributed, wait_for_all_processes
 from ditjax.parallel.mesh import (
     LOGICAL_AXIS_RULES,
     MESH_AXES,
@@ -22,4 +22,5 @@ __all__ = [
     "make_global_batch",
     "replicated",
     "resolve_mesh_shape",
+    "wait_for_all_processes",
 ]

@@ -50,3 +50,15 @@ def initialize_distributed(
         jax.device_count(),
     )
     return True
+
+
+def wait_for_all_processes(name: str, timeout_s: int) -> None:
+    """Blocks until every process has called this with the same `name` (used once per run);
+    raises when `timeout_s` passes first, or a process has died. A no-op in one process.
+
+    A barrier of the coordination service, not a device collective, so a long wait (one host
+    still encoding while the others are done) is fine.
+    """
+    from orbax.checkpoint import multihost
+
+    multihost.get_barrier_sync_fn()(key=name, timeout_ms=timeout_s * 1000)
