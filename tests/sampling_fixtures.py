@@ -21,6 +21,7 @@ def write_random_run(root: pathlib.Path, seed: int = 0) -> str:
     autoencoder) with every weight random, so that samples depend on label and noise."""
     config = tiny_config()
     config.image_size = config.latent_size
+    config.num_classes = 10  # no dataset to take it from
     model = build_model(config)
     latent_shape = (config.latent_size, config.latent_size, config.latent_channels)
     state, _ = create_train_state(
