@@ -54,6 +54,17 @@ def get_config() -> ml_collections.ConfigDict:
     c.preview_cfg_scale = 4.0  # guidance scale of the preview samples
     c.profile_steps = 0  # steps to trace with the profiler after the first log (0: off)
 
+    # FID during training (off by default): EMA samples scored against reference statistics.
+    c.eval_every = 0  # steps between evaluations (0 disables)
+    c.eval_num_samples = 10_000  # samples per evaluation (FID-10K)
+    c.eval_reference = ""  # reference statistics .npz (mu, sigma: `ditjax.evaluate --save_stats`)
+    c.eval_inception = ""  # pytorch-fid Inception weights (pt_inception-2015-12-05-6726825d.pth)
+    c.eval_sampler = "ddpm"  # ddpm | ddim | dpmpp2m
+    c.eval_steps = 250  # sampling steps
+    c.eval_cfg_scale = 1.5  # guidance scale (1: unguided)
+    c.eval_guidance = "first3"  # guided channels: first3 (the reference's FID setting) | all
+    c.eval_per_device_batch = 32  # samples per device per chunk
+
     # Parallelism.
     c.mesh_shape = (-1, 1)  # (data, fsdp) sizes; one -1 takes the remaining devices
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import ml_collections
+from etils import epath
 
 from ditjax.models import (
     BLOCK_TYPES,
@@ -181,6 +182,7 @@ def validate_config(
     _check(config.keep_checkpoints >= 1, "keep_checkpoints", "must be positive")
     _check(config.keep_every >= 0, "keep_every", "must be >= 0 (0 disables)")
     _check(config.sample_every >= 0, "sample_every", "must be >= 0 (0 disables)")
+    check_eval_config(config)
     _check(config.profile_steps >= 0, "profile_steps", "must be >= 0")
     _check(config.data_workers >= 0, "data_workers", "must be >= 0")
     labels = tuple(config.preview_labels)
@@ -216,3 +218,29 @@ def load_config_file(path: str | os.PathLike) -> ml_collections.ConfigDict:
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
     return runpy.run_path(str(path))["get_config"]()
+
+
+def check_eval_config(config: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError naming the first unusable `eval_*` field (when `eval_every` > 0)."""
+    if config.get("eval_every", 0) < 0:
+        raise ConfigError("eval_every", "must be >= 0 (0 disables)")
+    if config.get("eval_every", 0) == 0:
+        return
+    if config.eval_num_samples < 2:
+        raise ConfigError("eval_num_samples", "must be at least 2 (FID needs a covariance)")
+    if config.eval_per_device_batch < 1:
+        raise ConfigError("eval_per_device_batch", "must be positive")
+    if config.eval_cfg_scale < 1.0:
+        raise ConfigError("eval_cfg_scale", "must be >= 1 (1: no guidance)")
+    if config.eval_steps < 1 or config.eval_steps > config.diffusion_steps:
+        raise ConfigError("eval_steps", f"must be in [1, {config.diffusion_steps}]")
+    if config.eval_sampler not in ("ddpm", "ddim", "dpmpp2m"):
+        raise ConfigError("eval_sampler", "must be one of ddpm, ddim, dpmpp2m")
+    if config.eval_guidance not in ("all", "first3"):
+        raise ConfigError("eval_guidance", "must be all or first3")
+    for field in ("eval_reference", "eval_inception"):
+        path = config[field]
+        if not path:
+            raise ConfigError(field, "must name a file when eval_every > 0")
+        if not epath.Path(path).is_file():
+            raise ConfigError(field, f"{path} is not a file")

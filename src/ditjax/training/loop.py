@@ -27,6 +27,7 @@ from ditjax.training.config import (
     resolve_dataset_fields,
     validate_config,
 )
+from ditjax.training.fid_eval import make_fid_evaluator
 from ditjax.training.optimizer import learning_rate_schedule, make_optimizer
 from ditjax.training.preemption import PreemptionWatcher
 from ditjax.training.prefetch import DevicePrefetcher
@@ -167,6 +168,12 @@ def train_and_evaluate(
             cfg_scale=config.preview_cfg_scale,
             diffusion_steps=config.diffusion_steps,
         )
+    # Reads the reference statistics and Inception weights now, before the first step.
+    evaluate = None
+    if config.get("eval_every", 0):
+        evaluate = make_fid_evaluator(
+            config, model, autoencoder, latent_shape=latent_shape, mesh=mesh
+        )
     labels = np.asarray(config.preview_labels, np.int32)
     preview_key = jax.random.key(config.seed + 1)
     preview_path = None
@@ -224,6 +231,11 @@ def train_and_evaluate(
                 and (step % config.sample_every == 0 or step == last_step)
             ):
                 preview_path = write_preview(step) or preview_path
+            if evaluate is not None and not preempted and step % config.eval_every == 0:
+                scores = evaluate(state.ema_params)
+                logging.info("step %d: %s", step, scores)
+                writer.write_scalars(step, scores)
+                last_metrics = {**last_metrics, **scores}
             if preempted:
                 logging.warning("stopping at step %d after saving a checkpoint", step)
                 break
