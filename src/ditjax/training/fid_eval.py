@@ -1,10 +1,11 @@
 """FID during training: EMA samples of the run, Inception features, Frechet distance to a
 reference's statistics, and the Inception Score.
 
-The samples use keys and labels fixed by the config's seed (sample i: fold_in of a key made
-for evaluation, as `ditjax.sample --num_samples` does), so every evaluation of a run scores
-the same noise and labels, and evaluating reads nothing from the train state but its EMA
-params: a resumed run trains exactly as an uninterrupted one, evaluated or not.
+The samples are those `python -m ditjax.sample --num_samples=N --seed=<config.seed + 2>` writes
+from the same EMA weights (labels and noise a function of that seed and the sample index), so
+every evaluation of a run scores the same noise and labels, and evaluating reads nothing from
+the train state but its EMA params: a resumed run trains exactly as an uninterrupted one,
+evaluated or not.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from ditjax.training.config import ConfigError, check_eval_config
 
 # Keeps the evaluation's noise apart from the training and preview streams of the same seed.
 EVAL_KEY_OFFSET = 2
+# Splits of the Inception Score, as the ADM suite has at 50K samples (fewer for tiny sets).
+IS_SPLITS = 10
 
 
 def load_reference_statistics(path: str) -> tuple[np.ndarray, np.ndarray]:
@@ -81,8 +84,9 @@ def make_fid_evaluator(
         }
     )
     num = config.eval_num_samples
-    labels = sample_labels(config.seed, num, config.num_classes, balanced=False)
-    base_key = jax.random.key(config.seed + EVAL_KEY_OFFSET)
+    eval_seed = config.seed + EVAL_KEY_OFFSET
+    labels = sample_labels(eval_seed, num, config.num_classes, balanced=False)
+    base_key = jax.random.key(eval_seed)
     chunk = config.eval_per_device_batch * mesh.devices.size
 
     def global_batch(values: np.ndarray) -> jax.Array:
@@ -104,7 +108,9 @@ def make_fid_evaluator(
         mu, sigma = feature_statistics(np.concatenate(pools))
         return {
             "fid": float(frechet_distance(mu, sigma, ref_mu, ref_sigma)),
-            "inception_score": float(inception_score(np.concatenate(logits))),
+            "inception_score": float(
+                inception_score(np.concatenate(logits), num_splits=min(IS_SPLITS, num))
+            ),
         }
 
     return evaluate
