@@ -10,6 +10,7 @@ from ml_collections import config_flags
 from ditjax.parallel import initialize_distributed
 from ditjax.training.config import ConfigError
 from ditjax.training.loop import NonFiniteLossError, train_and_evaluate
+from ditjax.training.preemption import PreemptionWatcher
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and previews.")
@@ -25,8 +26,11 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    # Watched from here to the exit: a SIGTERM during set-up stops at the first step, and
+    # one after the run has stopped cannot kill the process on its way out.
+    watcher = PreemptionWatcher(restore_on_close=False)
     try:
-        result = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+        result = train_and_evaluate(_CONFIG.value, _WORKDIR.value, watcher=watcher)
     except (ConfigError, FileNotFoundError) as error:
         logging.error("%s", error)
         print(f"error: {error}", file=sys.stderr)

@@ -12,6 +12,21 @@ from etils import epath
 STATE, DATA, CONFIG = "state", "data", "config"
 
 
+class _CheckpointManager(ocp.CheckpointManager):
+    """Orbax's manager, kept away from JAX's preemption sync point.
+
+    Orbax asks the sync point too, in `save` and, on process 0, from its save-finalize
+    thread with the step being saved. The sync point takes each call's step as this
+    process's position, so that late call could move it back and, if a SIGTERM came just
+    then, set the agreed stop step behind a step this process has already passed. The
+    training loop asks once per step (PreemptionWatcher) and is the only caller.
+    """
+
+    def reached_preemption(self, step: int) -> bool:
+        del step
+        return False
+
+
 class Checkpointer:
     """Async, atomic checkpoints with retention: the last `keep` plus every `keep_every`-th.
 
@@ -29,7 +44,7 @@ class Checkpointer:
             enable_async_checkpointing=async_save,
             create=True,
         )
-        self.manager = ocp.CheckpointManager(
+        self.manager = _CheckpointManager(
             self.directory,
             options=options,
             item_handlers={

@@ -241,10 +241,11 @@ def train_and_evaluate(
                 break
     finally:
         batches.close()
-        watcher.close()
         checkpointer.close()
         writer.flush()
         writer.close()
+        # Last: a SIGTERM during the final wait for the async save is still only logged.
+        watcher.close()
     return TrainResult(
         step=step,
         metrics=last_metrics,
