@@ -1,4 +1,4 @@
-"""Latent extraction on several processes, and into a bucket (a fake gs:// on local disk)."""
+"""Latent extraction on several processes (extraction into a bucket: test_bucket_training.py)."""
 
 import os
 import subprocess
