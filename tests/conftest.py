@@ -4,7 +4,12 @@ the short files, instead of one of them starting last and running alone."""
 
 import pytest
 
-_LONGEST_FILES = ("test_multiprocess.py", "test_training_loop.py")
+_LONGEST_FILES = (
+    "test_preemption.py",
+    "test_multiprocess.py",
+    "test_training_loop.py",
+    "test_fid_in_training.py",
+)
 
 
 def _rank(item: pytest.Item) -> int:
