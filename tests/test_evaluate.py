@@ -393,7 +393,9 @@ def test_cli_on_two_processes_reads_each_row_once(batches, tmp_path):
     for proc in procs:
         stdout, stderr = proc.communicate(timeout=300)
         assert proc.returncode == 0, stderr[-3000:]
-        results.append(json.loads(stdout.strip().splitlines()[-1]))
+        # gloo may print its connection lines to stdout too: the report is the JSON line.
+        report = [line for line in stdout.splitlines() if line.startswith("{")]
+        results.append(json.loads(report[-1]))
     assert [r["status"] for r in results] == [0, 0]
     for n in (30, 24):  # the reference and sample batches
         first, second = (set(r["rows"][str(n)]) for r in results)
