@@ -198,20 +198,9 @@ def markdown_table(results: Results) -> str:
 
 def read_run(checkpoint: str, step: int | None = None) -> tuple[dict, int]:
     """(the saved config, the checkpoint step: `step` or the latest) without loading weights."""
-    from ditjax.training.checkpoint import Checkpointer, find_checkpoint_dir
+    from ditjax.training.restore import saved_config
 
-    checkpointer = Checkpointer(str(find_checkpoint_dir(checkpoint)), async_save=False)
-    try:
-        steps = checkpointer.all_steps()
-        if not steps:
-            raise FileNotFoundError(f"no checkpoints in {checkpoint}")
-        if step is None:
-            step = steps[-1]
-        elif step not in steps:
-            raise FileNotFoundError(f"no checkpoint for step {step} in {checkpoint}; have {steps}")
-        return checkpointer.restore_config(step), step
-    finally:
-        checkpointer.close()
+    return saved_config(checkpoint, step=step)
 
 
 def check_run(config: dict, steps: list[int]) -> None:

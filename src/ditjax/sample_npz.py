@@ -37,13 +37,18 @@ def sample_labels(seed: int, num_samples: int, num_classes: int, balanced: bool)
     return rng.permutation(np.arange(num_samples) % num_classes).astype(np.int32)
 
 
+def padded_to(indices: np.ndarray, size: int) -> np.ndarray:
+    """int32 `indices` (n <= size,) padded to `size` by repeating the last one."""
+    return np.concatenate([indices, np.full(size - len(indices), indices[-1])]).astype(np.int32)
+
+
 @jax.jit
 def per_sample_keys(key: jax.Array, indices: jax.Array) -> jax.Array:
     """fold_in(key, i) for each sample index i (N,), laid out as `indices` is."""
     return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, indices)
 
 
-def _global_batch(values: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Array:
+def global_batch(values: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Array:
     """A global array from host values (N, ...) that every process holds in full."""
     return jax.make_array_from_callback(values.shape, sharding, lambda index: values[index])
 
@@ -150,9 +155,9 @@ def sample_npz(
             return None
         indices = todo[offset : offset + chunk]
         real = len(indices)
-        padded = np.concatenate([indices, np.full(chunk - real, indices[-1])]).astype(np.int32)
-        keys = per_sample_keys(base_key, _global_batch(padded, sharding))
-        images = sample(params, _global_batch(labels[padded], sharding), keys)
+        padded = padded_to(indices, chunk)
+        keys = per_sample_keys(base_key, global_batch(padded, sharding))
+        images = sample(params, global_batch(labels[padded], sharding), keys)
         for row, block in _local_rows(images):
             block = block[: max(0, real - row)]
             mine = indices[row : row + len(block)]

@@ -80,6 +80,33 @@ def _get(tree: Mapping, path: tuple[str, ...]) -> Any:
     return tree
 
 
+def convert_by_layout(
+    state: Mapping[str, np.ndarray],
+    layout: Mapping[str, tuple[tuple[str, ...], str]],
+    shapes: Mapping[tuple[str, ...], tuple[int, ...]],
+) -> tuple[dict, list[str]]:
+    """(nested float32 params, problems) from a PyTorch state dict: each `layout` key maps
+    to a Flax path and a kind (conv, linear, copy) whose Flax shape is `shapes[path]`.
+    Problems list the missing keys and wrong shapes; unknown keys are the caller's."""
+    missing = sorted(set(layout) - set(state))
+    wrong = []
+    params: dict = {}
+    for key, (path, kind) in layout.items():
+        if key not in state:
+            continue
+        expected = _to_torch_shape(shapes[path], kind)
+        if state[key].shape != expected:
+            wrong.append(f"{key}: {state[key].shape} (expected {expected})")
+            continue
+        _set(params, path, np.ascontiguousarray(_to_ours(state[key], kind), dtype=np.float32))
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {', '.join(missing)}")
+    if wrong:
+        problems.append(f"wrong shapes: {'; '.join(wrong)}")
+    return params, problems
+
+
 def _model_for(name: str, image_size: int, **overrides: Any) -> DiT:
     if image_size % LATENT_DOWNSAMPLE:
         raise ValueError(f"image_size {image_size} is not a multiple of {LATENT_DOWNSAMPLE}")
@@ -121,26 +148,9 @@ def official_dit_params(
     expected = _flat_shapes(model)
     state = {k: np.asarray(v) for k, v in state_dict.items()}
     unknown = sorted(set(state) - set(layout) - {"pos_embed"})
-    missing = sorted(set(layout) - set(state))
-    wrong = []
-    params: dict = {}
-    for key, (path, kind) in layout.items():
-        if key not in state:
-            continue
-        value = _to_ours(state[key], kind)
-        if value.shape != expected[path]:
-            wrong.append(
-                f"{key}: {state[key].shape} (expected {_to_torch_shape(expected[path], kind)})"
-            )
-            continue
-        _set(params, path, value.astype(np.float32))
-    problems = []
+    params, problems = convert_by_layout(state, layout, expected)
     if unknown:
-        problems.append(f"unknown keys: {', '.join(unknown)}")
-    if missing:
-        problems.append(f"missing keys: {', '.join(missing)}")
-    if wrong:
-        problems.append(f"wrong shapes: {'; '.join(wrong)}")
+        problems.insert(0, f"unknown keys: {', '.join(unknown)}")
     if "pos_embed" in state:
         grid = image_size // LATENT_DOWNSAMPLE // model.patch_size
         table = sincos_2d_position_table(model.hidden_size, grid, grid)

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ditjax.convert.official_dit import _set, _to_ours, _to_torch_shape
+from ditjax.convert.official_dit import convert_by_layout
 from ditjax.convert.torch_checkpoint import load_torch_checkpoint
 from ditjax.evaluation.inception import inception_param_shapes
 
@@ -52,25 +52,9 @@ def pytorch_fid_inception_params(state_dict: Mapping[str, np.ndarray]) -> dict:
         k: np.asarray(v) for k, v in state_dict.items() if not k.endswith(".num_batches_tracked")
     }
     unknown = sorted(set(state) - set(layout))
-    missing = sorted(set(layout) - set(state))
-    wrong = []
-    variables: dict = {}
-    for key, (path, kind) in layout.items():
-        if key not in state:
-            continue
-        value = state[key]
-        expected = _to_torch_shape(shapes[path], kind)
-        if value.shape != expected:
-            wrong.append(f"{key}: {value.shape} (expected {expected})")
-            continue
-        _set(variables, path, np.ascontiguousarray(_to_ours(value, kind), dtype=np.float32))
-    problems = []
+    variables, problems = convert_by_layout(state, layout, shapes)
     if unknown:
-        problems.append(f"unknown keys: {', '.join(unknown)}")
-    if missing:
-        problems.append(f"missing keys: {', '.join(missing)}")
-    if wrong:
-        problems.append(f"wrong shapes: {'; '.join(wrong)}")
+        problems.insert(0, f"unknown keys: {', '.join(unknown)}")
     if problems:
         raise ValueError(
             "state dict does not fit pytorch-fid's FID Inception: " + "; ".join(problems)

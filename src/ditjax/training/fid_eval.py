@@ -21,7 +21,7 @@ from jax.experimental import multihost_utils
 from ditjax.autoencoder.base import Autoencoder
 from ditjax.models import DiT
 from ditjax.parallel import batch_sharding
-from ditjax.sample_npz import per_sample_keys, sample_labels
+from ditjax.sample_npz import global_batch, padded_to, per_sample_keys, sample_labels
 from ditjax.sampling import make_image_sample_fn
 from ditjax.training.config import ConfigError, check_eval_config
 
@@ -89,17 +89,14 @@ def make_fid_evaluator(
     base_key = jax.random.key(eval_seed)
     chunk = config.eval_per_device_batch * mesh.devices.size
 
-    def global_batch(values: np.ndarray) -> jax.Array:
-        return jax.make_array_from_callback(values.shape, sharding, lambda index: values[index])
-
     def evaluate(ema_params: dict) -> dict[str, float]:
         pools, logits = [], []
         for offset in range(0, num, chunk):
             indices = np.arange(offset, min(offset + chunk, num))
             real = len(indices)
-            padded = np.concatenate([indices, np.full(chunk - real, indices[-1])]).astype(np.int32)
-            keys = per_sample_keys(base_key, global_batch(padded))
-            images = sample(ema_params, global_batch(labels[padded]), keys)
+            padded = padded_to(indices, chunk)
+            keys = per_sample_keys(base_key, global_batch(padded, sharding))
+            images = sample(ema_params, global_batch(labels[padded], sharding), keys)
             features = multihost_utils.process_allgather(
                 features_of(inception_params, images), tiled=True
             )

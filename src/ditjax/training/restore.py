@@ -14,6 +14,30 @@ from ditjax.training.optimizer import make_optimizer
 from ditjax.training.state import abstract_train_state, sharded_target, state_shardings
 
 
+def _chosen_step(checkpointer: Checkpointer, step: int | None, root) -> int:
+    """`step` if the run has it, the latest step if None; FileNotFoundError otherwise."""
+    steps = checkpointer.all_steps()
+    if not steps:
+        raise FileNotFoundError(f"no checkpoints in {root}")
+    if step is None:
+        return steps[-1]
+    if step not in steps:
+        raise FileNotFoundError(f"no checkpoint for step {step} in {root}; have {steps}")
+    return step
+
+
+def saved_config(checkpoint: str, *, step: int | None = None) -> tuple[dict, int]:
+    """(the config a run saved with `step`, or its latest checkpoint, and that step), without
+    reading any weights."""
+    root = find_checkpoint_dir(checkpoint)
+    checkpointer = Checkpointer(str(root), async_save=False)
+    try:
+        step = _chosen_step(checkpointer, step, root)
+        return checkpointer.restore_config(step), step
+    finally:
+        checkpointer.close()
+
+
 def load_for_sampling(
     checkpoint: str, *, step: int | None = None, ema: bool = True
 ) -> tuple[ml_collections.ConfigDict, DiT, Any, int]:
@@ -21,13 +45,7 @@ def load_for_sampling(
     root = find_checkpoint_dir(checkpoint)
     checkpointer = Checkpointer(str(root), async_save=False)
     try:
-        steps = checkpointer.all_steps()
-        if not steps:
-            raise FileNotFoundError(f"no checkpoints in {root}")
-        if step is None:
-            step = steps[-1]
-        elif step not in steps:
-            raise FileNotFoundError(f"no checkpoint for step {step} in {root}; have {steps}")
+        step = _chosen_step(checkpointer, step, root)
         config = ml_collections.ConfigDict(checkpointer.restore_config(step))
         model = build_model(config)
         latent_shape = (config.latent_size, config.latent_size, config.latent_channels)
