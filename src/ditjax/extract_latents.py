@@ -23,7 +23,7 @@ from absl import app, flags
 from ditjax.autoencoder import AUTOENCODER_SPECS, parse_autoencoder_spec
 from ditjax.data.sources import SOURCE_FORMS, parse_source_spec
 from ditjax.data.storage import as_path
-from ditjax.parallel.distributed import initialize_distributed
+from ditjax.parallel.process_flags import initialize_from_flags
 
 _SOURCE = flags.DEFINE_string(
     "source", None, f"One of {', '.join(SOURCE_FORMS)} (e.g. tfds:imagenet2012, demo)."
@@ -38,11 +38,6 @@ _DATA_DIR = flags.DEFINE_string(
 )
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Images encoded per device call.")
 _SHARD_SIZE = flags.DEFINE_integer("examples_per_shard", 2048, "Examples per ArrayRecord shard.")
-_COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", None, "host:port of process 0, for clusters JAX cannot detect."
-)
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in the job.")
 
 
 def _validated_flags() -> tuple[str, str, str | None]:
@@ -93,7 +88,7 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     source_spec, out, data_dir = _validated_flags()
-    initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    initialize_from_flags()
     if _already_extracted(out, source_spec):
         print(f"{out} already holds this complete latent dataset; nothing to do")
         return

@@ -17,6 +17,7 @@ from ditjax.autoencoder import create_autoencoder
 from ditjax.diffusion import GUIDANCE_MODES
 from ditjax.image_grid import make_grid, save_png
 from ditjax.parallel import batch_sharding, create_mesh
+from ditjax.parallel.process_flags import initialize_from_flags
 from ditjax.sample_npz import sample_npz
 from ditjax.sampling import SAMPLERS, make_image_sample_fn
 from ditjax.training.restore import load_for_sampling
@@ -107,6 +108,8 @@ def main(argv: list[str]) -> None:
     if not _CHECKPOINT.value:
         raise app.UsageError("--checkpoint is required")
     if _NUM_SAMPLES.value is not None or _OUT.value.endswith(".npz"):
+        # Sample files use every device of every process of the job.
+        initialize_from_flags()
         _sample_npz_main()
         return
     try:

@@ -7,25 +7,20 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ditjax.parallel import initialize_distributed
+from ditjax.parallel.process_flags import initialize_from_flags
 from ditjax.training.config import ConfigError
 from ditjax.training.loop import NonFiniteLossError, train_and_evaluate
 from ditjax.training.preemption import PreemptionWatcher
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and previews.")
-_COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", None, "host:port of process 0, for clusters JAX cannot detect."
-)
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in the job.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    initialize_from_flags()
     # Watched from here to the exit: a SIGTERM during set-up stops at the first step, and
     # one after the run has stopped cannot kill the process on its way out.
     watcher = PreemptionWatcher(restore_on_close=False)
