@@ -34,6 +34,7 @@ from ditjax.evaluation.features import (
 )
 from ditjax.evaluation.metrics import frechet_distance, inception_score, precision_recall
 from evaluation_fixtures import random_images, stand_in_features
+from process_output import json_report
 
 
 def _indexed_images(n: int) -> np.ndarray:
@@ -393,9 +394,7 @@ def test_cli_on_two_processes_reads_each_row_once(batches, tmp_path):
     for proc in procs:
         stdout, stderr = proc.communicate(timeout=300)
         assert proc.returncode == 0, stderr[-3000:]
-        # gloo may print its connection lines to stdout too: the report is the JSON line.
-        report = [line for line in stdout.splitlines() if line.startswith("{")]
-        results.append(json.loads(report[-1]))
+        results.append(json_report(stdout))
     assert [r["status"] for r in results] == [0, 0]
     for n in (30, 24):  # the reference and sample batches
         first, second = (set(r["rows"][str(n)]) for r in results)

@@ -4,10 +4,7 @@ and evaluating leaves the training itself untouched."""
 import numpy as np
 import pytest
 
-from ditjax.autoencoder import create_autoencoder
 from ditjax.convert import load_pytorch_fid_inception
-from ditjax.data.extract import extract_latents
-from ditjax.data.sources import open_source
 from ditjax.evaluation import inception_features
 from ditjax.evaluation.metrics import feature_statistics, frechet_distance
 from ditjax.sample_npz import sample_npz
@@ -16,11 +13,10 @@ from ditjax.training.fid_eval import EVAL_KEY_OFFSET, load_reference_statistics
 from ditjax.training.loop import train_and_evaluate
 from inception_fixtures import write_random_pytorch_fid_checkpoint
 from test_training_loop import (
-    IMAGE_SIZE,
     assert_bit_identical,
     host_state,
     loop_config,
-    write_image_folder,
+    write_demo_latents,
 )
 
 pytestmark = pytest.mark.slow
@@ -30,17 +26,7 @@ NUM_SAMPLES = 5  # not a multiple of the chunk: the last chunk is padded
 
 @pytest.fixture(scope="module")
 def latent_dir(tmp_path_factory) -> str:
-    root = tmp_path_factory.mktemp("latents")
-    out = root / "latents"
-    extract_latents(
-        open_source(f"folder:{write_image_folder(root / 'images')}"),
-        create_autoencoder("identity"),
-        IMAGE_SIZE,
-        str(out),
-        batch_size=16,
-        progress=False,
-    )
-    return str(out)
+    return write_demo_latents(tmp_path_factory.mktemp("latents"))
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 """Multi-host training for real on one machine: two processes, two fake CPU devices each."""
 
-import json
 import os
 import pathlib
 import socket
@@ -10,10 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from ditjax.autoencoder import create_autoencoder
-from ditjax.data.extract import extract_latents
-from ditjax.data.sources import open_source
-from test_training_loop import IMAGE_SIZE, write_image_folder
+from process_output import json_report
+from test_training_loop import write_demo_latents
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +33,7 @@ def run_single(dataset, workdir, mesh, steps, devices):
         timeout=600,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return json_report(out.stdout)
 
 
 def run_two_processes(dataset, workdir, mesh, steps):
@@ -66,23 +63,13 @@ def run_two_processes(dataset, workdir, mesh, steps):
     for proc in procs:
         stdout, stderr = proc.communicate(timeout=600)
         assert proc.returncode == 0, stderr[-3000:]
-        results.append(json.loads(stdout.strip().splitlines()[-1]))
+        results.append(json_report(stdout))
     return results
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> str:
-    root = tmp_path_factory.mktemp("mp")
-    out = root / "latents"
-    extract_latents(
-        open_source(f"folder:{write_image_folder(root / 'images')}"),
-        create_autoencoder("identity"),
-        IMAGE_SIZE,
-        str(out),
-        batch_size=16,
-        progress=False,
-    )
-    return str(out)
+    return write_demo_latents(tmp_path_factory.mktemp("mp"))
 
 
 def test_two_processes_match_one_and_restore_on_another_mesh(dataset, tmp_path):

@@ -14,13 +14,11 @@ import numpy as np
 import pytest
 from jax.experimental import multihost_utils
 
-from ditjax.autoencoder import create_autoencoder
-from ditjax.data.extract import extract_latents
-from ditjax.data.sources import open_source
 from ditjax.training.checkpoint import Checkpointer
 from ditjax.training.preemption import PreemptionWatcher
+from process_output import json_report
 from test_multiprocess import free_port
-from test_training_loop import IMAGE_SIZE, write_image_folder
+from test_training_loop import write_demo_latents
 
 SCRIPT = str(pathlib.Path(__file__).with_name("preemption_train_script.py"))
 CONFIG = str(pathlib.Path(__file__).resolve().parents[1] / "configs" / "demo.py")
@@ -76,8 +74,7 @@ def finish(procs: list[subprocess.Popen]) -> list[tuple[dict, str]]:
     for proc in procs:
         stdout, stderr = proc.communicate(timeout=TIMEOUT_S)
         assert proc.returncode == 0, stderr[-4000:]
-        reports = [line for line in stdout.splitlines() if line.startswith("{")]
-        outputs.append((json.loads(reports[-1]), stderr))
+        outputs.append((json_report(stdout), stderr))
     return outputs
 
 
@@ -137,17 +134,7 @@ def assert_complete_checkpoint(checkpoints: pathlib.Path, step: int, processes: 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> str:
-    root = tmp_path_factory.mktemp("preempt")
-    out = root / "latents"
-    extract_latents(
-        open_source(f"folder:{write_image_folder(root / 'images')}"),
-        create_autoencoder("identity"),
-        IMAGE_SIZE,
-        str(out),
-        batch_size=16,
-        progress=False,
-    )
-    return str(out)
+    return write_demo_latents(tmp_path_factory.mktemp("preempt"))
 
 
 @pytest.fixture(scope="module")

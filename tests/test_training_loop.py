@@ -37,13 +37,11 @@ def write_image_folder(root: pathlib.Path, per_class: int = 4, nan: bool = False
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def latent_dir(tmp_path_factory) -> str:
-    root = tmp_path_factory.mktemp("latents")
-    folder = write_image_folder(root / "images")
+def write_demo_latents(root: pathlib.Path) -> str:
+    """A pixel-space latent dataset of `write_image_folder`'s images under `root`; its path."""
     out = root / "latents"
     extract_latents(
-        open_source(f"folder:{folder}"),
+        open_source(f"folder:{write_image_folder(root / 'images')}"),
         create_autoencoder("identity"),
         IMAGE_SIZE,
         str(out),
@@ -51,6 +49,11 @@ def latent_dir(tmp_path_factory) -> str:
         progress=False,
     )
     return str(out)
+
+
+@pytest.fixture(scope="module")
+def latent_dir(tmp_path_factory) -> str:
+    return write_demo_latents(tmp_path_factory.mktemp("latents"))
 
 
 def loop_config(latent_dir: str, **overrides):
