@@ -34,6 +34,7 @@ from ditjax.benchmark import (
     write_json,
     write_synthetic_latents,
 )
+from ditjax.host_memory import retain_freed_host_memory
 from ditjax.models.registry import DTYPES
 from ditjax.sampling import SAMPLERS
 
@@ -205,4 +206,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    retain_freed_host_memory()
     main()

@@ -17,6 +17,8 @@ import sys
 import numpy as np
 from absl import logging
 
+from ditjax.host_memory import retain_freed_host_memory
+
 DEMO_CONFIG = pathlib.Path(__file__).resolve().parents[2] / "configs" / "demo.py"
 SAMPLES_PER_CLASS = 8
 
@@ -163,4 +165,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    retain_freed_host_memory()
     sys.exit(main())

@@ -33,6 +33,7 @@ from ditjax.evaluation.features import (
     save_reference_stats,
 )
 from ditjax.evaluation.metrics import frechet_distance, inception_score, precision_recall
+from ditjax.host_memory import retain_freed_host_memory
 from ditjax.parallel import create_mesh, initialize_distributed, replicated
 
 # The evaluator's own flags, apart from absl's global ones, so that `main(argv)` can run
@@ -278,4 +279,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    retain_freed_host_memory()
     sys.exit(main())

@@ -23,6 +23,7 @@ from absl import app, flags
 from ditjax.autoencoder import AUTOENCODER_SPECS, parse_autoencoder_spec
 from ditjax.data.sources import SOURCE_FORMS, parse_source_spec
 from ditjax.data.storage import as_path
+from ditjax.host_memory import retain_freed_host_memory
 from ditjax.parallel.process_flags import initialize_from_flags
 
 _SOURCE = flags.DEFINE_string(
@@ -116,4 +117,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    retain_freed_host_memory()
     app.run(main)

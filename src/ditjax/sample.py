@@ -15,6 +15,7 @@ from absl import app, flags
 
 from ditjax.autoencoder import create_autoencoder
 from ditjax.diffusion import GUIDANCE_MODES
+from ditjax.host_memory import retain_freed_host_memory
 from ditjax.image_grid import make_grid, save_png
 from ditjax.parallel import batch_sharding, create_mesh
 from ditjax.parallel.process_flags import initialize_from_flags
@@ -170,4 +171,5 @@ def _sample_npz_main() -> None:
 
 
 if __name__ == "__main__":
+    retain_freed_host_memory()
     app.run(main)

@@ -7,6 +7,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from ditjax.host_memory import retain_freed_host_memory
 from ditjax.parallel.process_flags import initialize_from_flags
 from ditjax.training.config import ConfigError
 from ditjax.training.loop import NonFiniteLossError, train_and_evaluate
@@ -40,4 +41,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    retain_freed_host_memory()
     app.run(main)

@@ -162,9 +162,9 @@ class Mlp(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         d = x.shape[-1]
-        h = dense(self.hidden_features, ("embed", "mlp"), self.dtype, name="fc1")(x)
+        h = dense(self.hidden_features, ("embed", "mlp"), self.dtype, name="fc1")(x.reshape(-1, d))
         h = nn.gelu(h, approximate=True)
-        return dense(d, ("mlp", "embed"), self.dtype, name="fc2")(h)
+        return dense(d, ("mlp", "embed"), self.dtype, name="fc2")(h).reshape(x.shape)
 
 
 class Modulation(nn.Module):

@@ -1,0 +1,59 @@
+"""The command-line programs keep freed host memory for reuse (ditjax.host_memory)."""
+
+import json
+import os
+import platform
+import subprocess
+import sys
+
+import pytest
+
+from ditjax import host_memory
+
+pytestmark = pytest.mark.skipif(
+    platform.libc_ver()[0] != "glibc", reason="the allocator settings are glibc's"
+)
+
+# Allocates and frees a 64 MiB buffer ten times, writing every page, and reports the minor
+# page faults of the last nine rounds: without the settings each round maps fresh pages.
+_PROBE = """
+import json, resource, sys
+from ditjax.host_memory import retain_freed_host_memory
+applied = retain_freed_host_memory() if sys.argv[1] == "1" else False
+def churn():
+    buf = bytearray(64 << 20)
+    buf[::4096] = b"x" * len(range(0, 64 << 20, 4096))
+    del buf
+churn()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(9):
+    churn()
+print(json.dumps({"applied": applied,
+                  "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))
+"""
+
+
+def _probe(apply: bool, env: dict[str, str] | None = None) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE, "1" if apply else "0"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **(env or {})},
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_freed_blocks_are_reused_without_new_page_faults():
+    pages = 9 * (64 << 20) // 4096
+    default = _probe(apply=False)
+    retained = _probe(apply=True)
+    assert not default["applied"] and retained["applied"]
+    assert default["faults"] > pages // 2
+    assert retained["faults"] < pages // 50
+
+
+def test_environment_switch_keeps_the_system_default():
+    result = _probe(apply=True, env={host_memory.DISABLE_ENV: "1"})
+    assert not result["applied"]
+    assert result["faults"] > 9 * (64 << 20) // 4096 // 2
