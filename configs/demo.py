@@ -9,7 +9,7 @@ _SMALL = runpy.run_path(str(pathlib.Path(__file__).with_name("small.py")))
 
 def get_config():
     config = _SMALL["get_config"]()
-    config.dataset_dir = "demo_run/latents16"
+    config.dataset_dir = "demo_run/latents16_v2"
     config.image_size = 16  # the size the demo extracts at; latent shape and classes: the dataset's
     config.total_steps = 2000
     config.checkpoint_every = 500

@@ -61,6 +61,7 @@ def run_demo(
     from ditjax.autoencoder import create_autoencoder
     from ditjax.data.demo_shapes import (
         DEMO_CLASS_NAMES,
+        DemoShapes,
         demo_images_at,
         generate_demo_images,
     )
@@ -74,7 +75,8 @@ def run_demo(
     from ditjax.training.loop import train_and_evaluate
 
     root = pathlib.Path(workdir)
-    latents = root / f"latents{config_image_size(config_file)}"
+    # Named by the demo set's version, so that a workdir of an older set is not reused.
+    latents = root / f"latents{config_image_size(config_file)}_v{DemoShapes.VERSION.major}"
     config = load_config_file(config_file)
     config.dataset_dir = str(latents)
     if total_steps is not None:

@@ -1,7 +1,10 @@
 """The embedded demo set: ten classes of coloured shapes at 32 x 32, generated from a seed.
 
 Each class is one shape in one colour, drawn at a random position and size on a random dark,
-grey-ish background, so the class is obvious to the eye and quick to learn.
+grey-ish background, so the class is obvious to the eye and quick to learn. Strokes are at
+least 4.5 px wide and shapes at least 19 px across, so that every shape, the thin ones
+(cross, ring, bars, plus, frame) included, keeps strokes of 2 px or more when the demo
+trains at 16 x 16.
 """
 
 from __future__ import annotations
@@ -42,21 +45,21 @@ _COLOURS = np.array(
 )
 
 
-def _shape_mask(label: int, dy: np.ndarray, dx: np.ndarray, r: float) -> np.ndarray:
+def shape_mask(label: int, dy: np.ndarray, dx: np.ndarray, r: float) -> np.ndarray:
     """Boolean mask of class `label`'s shape, centred at offsets (dy, dx), radius r."""
     ady, adx = np.abs(dy), np.abs(dx)
-    thick = max(2.5, r / 2.5)
+    thick = max(4.5, r / 2.5)
     shapes = {
         0: dy**2 + dx**2 <= r**2,
         1: (ady <= r * 0.8) & (adx <= r * 0.8),
         2: (dy <= r * 0.7) & (dy >= -r) & (adx <= (dy + r) * 0.6),
-        3: (np.abs(dy - dx) <= thick * 0.8) | (np.abs(dy + dx) <= thick * 0.8),
+        3: (np.abs(dy - dx) <= thick) | (np.abs(dy + dx) <= thick),
         4: (dy**2 + dx**2 <= r**2) & (dy**2 + dx**2 >= (r - thick) ** 2),
         5: ady + adx <= r,
         6: (ady <= thick * 0.7) & (adx <= r),
         7: (adx <= thick * 0.7) & (ady <= r),
-        8: ((ady <= thick * 0.6) & (adx <= r)) | ((adx <= thick * 0.6) & (ady <= r)),
-        9: (np.maximum(ady, adx) <= r * 0.85) & (np.maximum(ady, adx) >= r * 0.85 - thick),
+        8: ((ady <= thick * 0.55) & (adx <= r)) | ((adx <= thick * 0.55) & (ady <= r)),
+        9: (np.maximum(ady, adx) <= r * 0.9) & (np.maximum(ady, adx) >= r * 0.9 - thick),
     }
     return (ady <= r) & (adx <= r) & shapes[label]
 
@@ -71,9 +74,9 @@ def generate_demo_images(num_per_class: int, seed: int) -> tuple[np.ndarray, np.
     images = np.empty((n, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
     for i, label in enumerate(labels):
         background = rng.uniform(10, 70) + rng.uniform(-12, 12, size=3)
-        radius = rng.uniform(7.5, 12.0)
+        radius = rng.uniform(9.5, 12.5)
         cy, cx = rng.uniform(radius, IMAGE_SIZE - radius, size=2)
-        mask = _shape_mask(int(label), ys - cy, xs - cx, radius)
+        mask = shape_mask(int(label), ys - cy, xs - cx, radius)
         colour = _COLOURS[label] * rng.uniform(0.85, 1.0)
         image = np.broadcast_to(background, (IMAGE_SIZE, IMAGE_SIZE, 3)).copy()
         image[mask] = colour
@@ -100,9 +103,10 @@ class DemoShapes(tfds.core.GeneratorBasedBuilder):
     another `file_format` is asked for.
     """
 
-    VERSION = tfds.core.Version("1.0.0")
+    VERSION = tfds.core.Version("2.0.0")
     RELEASE_NOTES: ClassVar[dict[str, str]] = {
-        "1.0.0": "Ten classes of coloured shapes at 32 x 32."
+        "1.0.0": "Ten classes of coloured shapes at 32 x 32.",
+        "2.0.0": "Larger shapes with strokes of at least 4.5 px (2 px or more at 16 x 16).",
     }
     TRAIN_PER_CLASS = 1000
     TEST_PER_CLASS = 100
