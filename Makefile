@@ -50,10 +50,10 @@ else
 		--cfg_scale=4.0 --sampler=ddpm --steps=250 --out=sample_grid.png
 endif
 
-# `make bench`: the benchmark suite on the local devices (a few minutes on a CPU; a 25-step
+# `make bench`: the benchmark suite on the local devices (a few minutes on a CPU; a 10-step
 # guided sampling loop); writes benchmarks/results-<device>.json and .md.
 bench: $(STAMP)
-	$(BIN)/python -m ditjax.bench --mode=all --sample_steps=25 --out_dir=benchmarks
+	$(BIN)/python -m ditjax.bench --mode=all --sample_steps=10 --repeats=3 --out_dir=benchmarks
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR)

@@ -42,6 +42,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.grad_clip_norm = 0.0  # clip gradients to this global norm (0 disables)
     c.ema_decay = 0.9999  # decay of the exponential moving average of the params
     c.total_steps = 400_000  # training steps
+    # Wall-clock budget of one invocation: save and stop once it is spent (0: no limit).
+    c.time_limit_minutes = 0.0
 
     # Periodic actions.
     c.log_every = 100  # steps between metric reports

@@ -144,6 +144,25 @@ def test_sigterm_saves_and_resume_matches(latent_dir, uninterrupted, tmp_path):
     assert_bit_identical(host_state(resumed), expected)
 
 
+def test_time_limit_saves_and_resume_matches(latent_dir, uninterrupted, tmp_path):
+    _, expected, _ = uninterrupted
+    # A limit shorter than any step: the run stops, with a checkpoint, after its first step.
+    config = loop_config(latent_dir, time_limit_minutes=1e-9, sample_every=100)
+    stopped = train_and_evaluate(config, str(tmp_path))
+    assert stopped.time_limited and not stopped.preempted and stopped.step == 1
+    assert "1" in os.listdir(tmp_path / "checkpoints")
+    assert stopped.preview_path is not None and "step_0000001" in stopped.preview_path
+    resumed = train_and_evaluate(loop_config(latent_dir), str(tmp_path))
+    assert resumed.step == 6 and not resumed.time_limited
+    assert_bit_identical(host_state(resumed), expected)
+
+
+def test_negative_time_limit_is_refused_before_training(latent_dir, tmp_path):
+    with pytest.raises(ConfigError, match="time_limit_minutes"):
+        train_and_evaluate(loop_config(latent_dir, time_limit_minutes=-1.0), str(tmp_path))
+    assert not (tmp_path / "checkpoints").exists()
+
+
 def test_corrupt_latest_checkpoint_falls_back(latent_dir, uninterrupted, tmp_path, caplog):
     _, expected, _ = uninterrupted
     config = loop_config(latent_dir)

@@ -59,16 +59,9 @@ def run_demo(
 ) -> DemoResult:
     """Runs the demo end to end in `workdir`; each stage is skipped when already done."""
     from ditjax.autoencoder import create_autoencoder
-    from ditjax.data.demo_shapes import (
-        DEMO_CLASS_NAMES,
-        DemoShapes,
-        demo_images_at,
-        generate_demo_images,
-    )
+    from ditjax.data.demo_shapes import DEMO_CLASS_NAMES, DemoShapes
     from ditjax.data.extract import extract_latents
     from ditjax.data.sources import open_source
-    from ditjax.evaluation.class_match import fit_reference, score_samples
-    from ditjax.evaluation.demo_classifier import classify, train_demo_classifier
     from ditjax.image_grid import make_grid, save_png
     from ditjax.sample import sample_images
     from ditjax.training.config import load_config_file
@@ -107,35 +100,57 @@ def run_demo(
     )
 
     print("[4/4] scoring the samples against real demo images", flush=True)
-    train_images, train_labels = generate_demo_images(500, seed=1234)
-    train_images = demo_images_at(train_images, config.image_size)
-    classifier = train_demo_classifier(train_images, train_labels, seed=0)
-    predicted = np.asarray(classify(classifier, images))
-    accuracy = float(np.mean(predicted == np.asarray(labels)))
-    # The shape-sensitive figure: distances in the features of a small CNN fitted on real
-    # images (nearest-real ratio, about 1 for samples that look like new real images).
-    shapes = score_samples(
-        fit_reference(train_images[:2000], train_labels[:2000], num_classes=num_classes),
-        images,
-        np.asarray(labels),
-    )
+    scores = score_demo_samples(images, np.asarray(labels), config.image_size)
     summary = {
         "checkpoint_dir": result.checkpoint_dir,
         "samples": grid_path,
-        "class_match": accuracy,
+        **scores,
+        "steps": result.step,
+        "stopped_by_time_limit": result.time_limited,
+    }
+    write_json_atomic(root / "demo_summary.json", summary)
+    return DemoResult(
+        result.checkpoint_dir,
+        grid_path,
+        scores["class_match"],
+        num_classes,
+        result.step,
+        scores["nn_ratio"],
+    )
+
+
+def score_demo_samples(images: np.ndarray, labels: np.ndarray, image_size: int) -> dict:
+    """The demo's figures for uint8 samples (N, S, S, 3) conditioned on `labels` (N,).
+
+    `class_match`: the share that a classifier trained on real demo images assigns to their
+    label (also per class); `nn_ratio`: the shape-sensitive figure, distances to the nearest
+    real image in a small CNN's features over the same for held-out real images (about 1 for
+    samples that look like new real images).
+    """
+    from ditjax.data.demo_shapes import DEMO_CLASS_NAMES, demo_images_at, generate_demo_images
+    from ditjax.evaluation.class_match import fit_reference, score_samples
+    from ditjax.evaluation.demo_classifier import classify, train_demo_classifier
+
+    num_classes = len(DEMO_CLASS_NAMES)
+    train_images, train_labels = generate_demo_images(500, seed=1234)
+    train_images = demo_images_at(train_images, image_size)
+    classifier = train_demo_classifier(train_images, train_labels, seed=0)
+    predicted = np.asarray(classify(classifier, images))
+    shapes = score_samples(
+        fit_reference(train_images[:2000], train_labels[:2000], num_classes=num_classes),
+        images,
+        labels,
+    )
+    return {
+        "class_match": float(np.mean(predicted == labels)),
         "chance": 1.0 / num_classes,
         "per_class_match": [
-            float(np.mean(predicted[np.asarray(labels) == c] == c)) for c in range(num_classes)
+            float(np.mean(predicted[labels == c] == c)) for c in range(num_classes)
         ],
         "nn_ratio": shapes.nn_ratio,
         "pixel_nn_ratio": shapes.pixel_nn_ratio,
         "cnn_class_match": shapes.class_match,
-        "steps": result.step,
     }
-    write_json_atomic(root / "demo_summary.json", summary)
-    return DemoResult(
-        result.checkpoint_dir, grid_path, accuracy, num_classes, result.step, shapes.nn_ratio
-    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,7 +34,11 @@ def main(argv: list[str]) -> None:
     except NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(3)
-    status = "stopped (preempted)" if result.preempted else "finished"
+    status = "finished"
+    if result.preempted:
+        status = "stopped (preempted)"
+    elif result.time_limited:
+        status = f"stopped (time limit of {_CONFIG.value.get('time_limit_minutes', 0.0):g} minutes)"
     print(f"{status} at step {result.step}; checkpoints in {result.checkpoint_dir}")
     if result.preview_path:
         print(f"preview grid: {result.preview_path}")

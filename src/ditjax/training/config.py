@@ -177,6 +177,11 @@ def validate_config(
     _check(config.grad_clip_norm >= 0, "grad_clip_norm", "must be >= 0 (0 disables)")
     _check(0 <= config.ema_decay < 1, "ema_decay", "must be in [0, 1)")
     _check(config.total_steps >= 1, "total_steps", "must be positive")
+    _check(
+        config.get("time_limit_minutes", 0.0) >= 0,
+        "time_limit_minutes",
+        "must be >= 0 (0: no limit)",
+    )
     _check(config.log_every >= 1, "log_every", "must be positive")
     _check(config.checkpoint_every >= 1, "checkpoint_every", "must be positive")
     _check(config.keep_checkpoints >= 1, "keep_checkpoints", "must be positive")

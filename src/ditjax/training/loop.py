@@ -39,6 +39,7 @@ from ditjax.training.state import (
     state_shardings,
 )
 from ditjax.training.step import jit_train_step, make_train_step
+from ditjax.training.time_limit import TimeLimit
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -55,6 +56,7 @@ class TrainResult:
     preview_path: str | None
     preempted: bool = False
     state: Any = None
+    time_limited: bool = False  # stopped by config.time_limit_minutes before total_steps
 
 
 def _to_host(metrics: list[dict[str, jax.Array]]) -> dict[str, float]:
@@ -73,7 +75,8 @@ def train_and_evaluate(
 
     `stop_at_step` ends the loop early after checkpointing that step, as an interruption
     would. On SIGTERM (see PreemptionWatcher) the run saves at the next step and returns
-    with `preempted=True`.
+    with `preempted=True`; once `config.time_limit_minutes` of this call have passed it saves
+    and returns with `time_limited=True`.
     """
     # Check everything cheap before any compilation; the dataset fills the fields left at 0.
     if not config.dataset_dir:
@@ -192,8 +195,9 @@ def train_and_evaluate(
     last_metrics: dict[str, float] = {}
     log_start = time.perf_counter()
     step = start_step
-    preempted = False
+    preempted = time_limited = False
     watcher = watcher or PreemptionWatcher()
+    time_limit = TimeLimit(config.get("time_limit_minutes", 0.0), check_every=config.log_every)
     # Batch k + 1 is read and on its way to the devices while step k runs; a checkpoint
     # records the data position after the batches the saved state has consumed.
     batches = DevicePrefetcher(
@@ -208,7 +212,9 @@ def train_and_evaluate(
             for hook in hooks:
                 hook(step)
             preempted = watcher.should_stop(step)
-            save_now = step % config.checkpoint_every == 0 or step == last_step or preempted
+            time_limited = not preempted and step < last_step and time_limit.reached(step)
+            stopping = preempted or time_limited
+            save_now = step % config.checkpoint_every == 0 or step == last_step or stopping
             if step % config.log_every == 0 or save_now:
                 last_metrics = _to_host(pending)
                 if not all(np.isfinite(v) for v in last_metrics.values()):
@@ -228,7 +234,7 @@ def train_and_evaluate(
             if (
                 preview is not None
                 and not preempted
-                and (step % config.sample_every == 0 or step == last_step)
+                and (step % config.sample_every == 0 or step == last_step or time_limited)
             ):
                 preview_path = write_preview(step) or preview_path
             if evaluate is not None and not preempted and step % config.eval_every == 0:
@@ -238,6 +244,15 @@ def train_and_evaluate(
                 last_metrics = {**last_metrics, **scores}
             if preempted:
                 logging.warning("stopping at step %d after saving a checkpoint", step)
+                break
+            if time_limited:
+                logging.warning(
+                    "time limit of %g minutes reached: stopping at step %d of %d after saving "
+                    "a checkpoint",
+                    config.get("time_limit_minutes", 0.0),
+                    step,
+                    last_step,
+                )
                 break
     finally:
         batches.close()
@@ -253,6 +268,7 @@ def train_and_evaluate(
         preview_path=preview_path,
         preempted=preempted,
         state=state,
+        time_limited=time_limited,
     )
 
 
