@@ -36,4 +36,5 @@ def tiny_config():
     config.global_batch_size = 16
     config.warmup_steps = 0
     config.learning_rate = 1e-3
+    config.time_limit_minutes = 0.0  # runs end at total_steps, whatever the machine
     return config
