@@ -31,8 +31,6 @@ def get_config():
     # Short runs move fast: an EMA over the last ~100 steps (0.998 trailed the weights).
     config.ema_decay = 0.99
     config.total_steps = 4000
-    # At most 14 minutes of training: 4000 steps on a fast 2-core machine, ~2000 on a slow one.
-    config.time_limit_minutes = 14.0
     config.log_every = 100
     config.checkpoint_every = 1000
     config.keep_checkpoints = 2
