@@ -16,6 +16,7 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert "class match:" in printed and "sample grid:" in printed and "nearest-real:" in printed
     summary = json.loads((tmp_path / "demo_summary.json").read_text())
     assert summary["steps"] == 2 and 0.0 <= summary["class_match"] <= 1.0
+    assert summary["stopped_by_time_limit"] is False
     assert len(summary["per_class_match"]) == 10
     # Two training steps give noise, far from every real image.
     assert summary["nn_ratio"] > 1.5 and summary["pixel_nn_ratio"] > 1.5
