@@ -13,7 +13,7 @@ def get_config():
     config.dataset_dir = "demo_run/latents16_v2"
     config.image_size = 16  # the size the demo extracts at; latent shape and classes: the dataset's
     config.total_steps = 2000
-    # 2000 steps take 4.5 to 12 minutes on 2-core machines; a slower one stops earlier.
+    # 2000 steps took 7.5 to 19 minutes on 2-core machines; a slower one stops earlier.
     config.time_limit_minutes = 5.0
     config.checkpoint_every = 500
     return config

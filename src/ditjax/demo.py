@@ -42,13 +42,6 @@ def write_json_atomic(path: pathlib.Path, value: dict) -> None:
     tmp.replace(path)
 
 
-def config_image_size(config_file: str | os.PathLike) -> int:
-    """The image side a demo config trains at (its latents are kept per size)."""
-    from ditjax.training.config import load_config_file
-
-    return load_config_file(config_file).image_size
-
-
 def run_demo(
     workdir: str = "demo_run",
     *,
@@ -68,9 +61,9 @@ def run_demo(
     from ditjax.training.loop import train_and_evaluate
 
     root = pathlib.Path(workdir)
-    # Named by the demo set's version, so that a workdir of an older set is not reused.
-    latents = root / f"latents{config_image_size(config_file)}_v{DemoShapes.VERSION.major}"
     config = load_config_file(config_file)
+    # Named by the demo set's version, so that a workdir of an older set is not reused.
+    latents = root / f"latents{config.image_size}_v{DemoShapes.VERSION.major}"
     config.dataset_dir = str(latents)
     if total_steps is not None:
         config.total_steps = total_steps

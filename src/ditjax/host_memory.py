@@ -2,9 +2,9 @@
 
 XLA's CPU runtime allocates the temporary buffer of every execution afresh (hundreds of MB for
 a DiT train step) and frees it at the end. glibc serves blocks over 32 MB with a new `mmap`
-and returns them with `munmap`, so every step faults in and zeroes all of those pages again:
-about a fifth of a small model's CPU step time goes to the kernel. Keeping freed memory in
-the process heap lets the next step reuse it.
+and returns them with `munmap`, so every step faults in and zeroes all of those pages again.
+Keeping freed memory in the process heap lets the next step reuse it (the demo model's train
+step on 2 CPU cores: 8% faster).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Each class is one shape in one colour, drawn at a random position and size on a random dark,
 grey-ish background, so the class is obvious to the eye and quick to learn. Strokes are at
-least 4.5 px wide and shapes at least 19 px across, so that every shape, the thin ones
+least 4.5 px wide and shapes have a radius of 9.5 to 12.5 px, so that every shape, the thin ones
 (cross, ring, bars, plus, frame) included, keeps strokes of 2 px or more when the demo
 trains at 16 x 16.
 """

@@ -197,7 +197,8 @@ def train_and_evaluate(
     step = start_step
     preempted = time_limited = False
     watcher = watcher or PreemptionWatcher()
-    time_limit = TimeLimit(config.get("time_limit_minutes", 0.0), check_every=config.log_every)
+    time_limit_minutes = config.get("time_limit_minutes", 0.0)
+    time_limit = TimeLimit(time_limit_minutes, check_every=config.log_every)
     # Batch k + 1 is read and on its way to the devices while step k runs; a checkpoint
     # records the data position after the batches the saved state has consumed.
     batches = DevicePrefetcher(
@@ -249,7 +250,7 @@ def train_and_evaluate(
                 logging.warning(
                     "time limit of %g minutes reached: stopping at step %d of %d after saving "
                     "a checkpoint",
-                    config.get("time_limit_minutes", 0.0),
+                    time_limit_minutes,
                     step,
                     last_step,
                 )
