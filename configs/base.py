@@ -30,6 +30,9 @@ def get_config() -> ml_collections.ConfigDict:
 
     # Diffusion.
     c.diffusion_steps = 1000  # training timesteps of the linear schedule
+    # Min-SNR loss weighting: the mse of step t weighted by min(SNR_t, gamma) / SNR_t
+    # (0: the paper's uniform weight; Hang et al. 2023 use 5).
+    c.min_snr_gamma = 0.0
 
     # Optimisation.
     c.global_batch_size = 256  # examples per step summed over all hosts and devices

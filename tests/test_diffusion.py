@@ -266,6 +266,31 @@ def test_training_losses_fixed_variance_is_mse():
     np.testing.assert_array_equal(np.asarray(losses["vb"]), 0.0)
 
 
+@pytest.mark.parametrize("learn_sigma", [True, False])
+def test_min_snr_weighting(learn_sigma):
+    """The loss weights the mse of step t by min(SNR_t, gamma) / SNR_t; vb and the reported
+    mse stay as they are."""
+    d = create_diffusion("", learn_sigma=learn_sigma)
+    t = np.array([0, 10, 100, 400, 999], dtype=np.int32)
+    shape = (5, 4, 4, 3)
+    x0, noise = quantised_images(shape, 21), normal(shape, 22)
+    model_fn = make_model_fn(noise, jnp) if learn_sigma else (lambda x, ts: 0.3 * x)
+    args = (d, model_fn, jnp.asarray(x0), jnp.asarray(t), jnp.asarray(noise))
+    plain = training_losses(*args)
+    weighted = training_losses(*args, min_snr_gamma=5.0)
+    s, _ = reference_schedule()
+    alpha_bar = np.cumprod(1.0 - s["betas"])[t]
+    snr = alpha_bar / (1.0 - alpha_bar)
+    weight = np.minimum(snr, 5.0) / snr
+    # High noise keeps weight 1; near the clean end the weight falls well below 1.
+    assert weight[-1] == 1.0 and weight[0] < 0.01
+    assert_f32_close(weighted["mse"], plain["mse"], rtol=1e-6)
+    assert_f32_close(weighted["vb"], plain["vb"], rtol=1e-6)
+    assert_f32_close(
+        weighted["loss"], weight * np.asarray(plain["mse"]) + np.asarray(plain["vb"]), rtol=1e-5
+    )
+
+
 def test_loss_gradients_are_split():
     """vb trains only the variance channels, mse only the eps channels."""
     d = create_diffusion("")

@@ -77,12 +77,16 @@ def training_losses(
     x_start: jax.Array,
     t: jax.Array,
     noise: jax.Array,
+    *,
+    min_snr_gamma: float = 0.0,
 ) -> dict[str, jax.Array]:
-    """Per-example `loss` = `mse` (+ `vb` with learned sigma), each (N,).
+    """Per-example `loss` = weighted `mse` (+ `vb` with learned sigma), each (N,).
 
     `t` (N,) indexes the schedule `d`; `model_fn(x_t, timesteps)` receives the original
     timesteps. The vb term sees the predicted mean through a stop_gradient, so it trains
-    only the variance.
+    only the variance. `min_snr_gamma` > 0 weights the mse of step t by min(SNR_t, gamma) /
+    SNR_t (Min-SNR weighting, Hang et al. 2023); 0 keeps the paper's uniform weight. The
+    reported `mse` is always unweighted.
     """
     x_start = x_start.astype(jnp.float32)
     noise = noise.astype(jnp.float32)
@@ -90,8 +94,17 @@ def training_losses(
     model_output = model_fn(x_t, jnp.take(d.timestep_map, t)).astype(jnp.float32)
     eps, var_values = split_model_output(d, model_output, x_t)
     mse = mean_over_dims(jnp.square(noise - eps))
+    weighted_mse = mse * min_snr_weight(d, t, min_snr_gamma) if min_snr_gamma > 0 else mse
     if var_values is None:
-        return {"loss": mse, "mse": mse, "vb": jnp.zeros_like(mse)}
+        return {"loss": weighted_mse, "mse": mse, "vb": jnp.zeros_like(mse)}
     frozen = jnp.concatenate([jax.lax.stop_gradient(eps), var_values], axis=-1)
     vb = vb_terms_bpd(d, frozen, x_start, x_t, t)
-    return {"loss": mse + vb, "mse": mse, "vb": vb}
+    return {"loss": weighted_mse + vb, "mse": mse, "vb": vb}
+
+
+def min_snr_weight(d: Diffusion, t: jax.Array, gamma: float) -> jax.Array:
+    """min(SNR_t, gamma) / SNR_t (N,) for steps `t` (N,), SNR_t = abar_t / (1 - abar_t):
+    1 at high noise, falling towards the clean end."""
+    alpha_bar = jnp.take(d.alphas_cumprod, t)
+    snr = alpha_bar / (1.0 - alpha_bar)
+    return jnp.minimum(snr, gamma) / snr

@@ -158,6 +158,7 @@ def validate_config(
     )
     model = build_model(config)
     _check(config.diffusion_steps >= 1, "diffusion_steps", "must be positive")
+    _check(config.get("min_snr_gamma", 0.0) >= 0, "min_snr_gamma", "must be >= 0 (0: uniform)")
     _check(config.global_batch_size >= 1, "global_batch_size", "must be positive")
     _check(
         config.global_batch_size % num_devices == 0,

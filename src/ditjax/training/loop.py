@@ -108,6 +108,7 @@ def train_and_evaluate(
         ema_decay=config.ema_decay,
         latent_scale=autoencoder.scale,
         learning_rate_fn=learning_rate_fn,
+        min_snr_gamma=config.get("min_snr_gamma", 0.0),
     )
     train_step = jit_train_step(step_fn, shardings, mesh)
 

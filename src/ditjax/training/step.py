@@ -38,8 +38,9 @@ def make_train_step(
     ema_decay: float,
     latent_scale: float,
     learning_rate_fn: optax.Schedule,
+    min_snr_gamma: float = 0.0,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
-    """`train_step(state, batch) -> (state, metrics)`.
+    """`train_step(state, batch) -> (state, metrics)`; `min_snr_gamma` as in `training_losses`.
 
     `batch` holds `mean` and `logvar` (B, h, w, C) posterior moments and `label` (B,).
     Randomness comes from fold_in(state.rng, state.step), so a resumed run repeats an
@@ -68,7 +69,9 @@ def make_train_step(
                     rngs={"dropout": key_drop},
                 )
 
-            terms = training_losses(diffusion, model_fn, x_start, t, noise)
+            terms = training_losses(
+                diffusion, model_fn, x_start, t, noise, min_snr_gamma=min_snr_gamma
+            )
             return jnp.mean(terms["loss"]), terms
 
         (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
