@@ -97,6 +97,7 @@ def test_train_step_compiles_once_and_learns():
         ("preview_sampler", "ddimX"),
         ("dtype", "float8"),
         ("learning_rate", 0.0),
+        ("min_snr_gamma", -1.0),
     ],
 )
 def test_invalid_config_names_the_field(field, value):
