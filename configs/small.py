@@ -3,7 +3,7 @@
 For folders of up to about 50K images of up to about 64 px: extract them at 16 px with the
 identity autoencoder (`extract_latents --autoencoder=identity --image_size=16`); image size,
 latent shape and classes then come from the dataset. A 4-block, 128-wide DiT-S/4 (4 x 4
-patches: 16 tokens at 16 px) runs 4000 steps in 11-12 minutes on 2 CPU cores (6-8 steps/s);
+patches: 16 tokens at 16 px) runs 4000 steps in about 11 minutes on 2 CPU cores (6-8 steps/s);
 patch 2 (64 tokens) costs 3.7x more per step and did worse in the same time (mnist5k: 22%
 class match after 14 minutes of patch 2, 44% after 11 of patch 4). Scaling up (a GPU, or
 more time): `--config.model=DiT-S/2` at 16 px, then wider models

@@ -38,7 +38,7 @@ def main(argv: list[str]) -> None:
     if result.preempted:
         status = "stopped (preempted)"
     elif result.time_limited:
-        status = f"stopped (time limit of {_CONFIG.value.get('time_limit_minutes', 0.0):g} minutes)"
+        status = f"stopped (time limit of {_CONFIG.value.time_limit_minutes:g} minutes)"
     print(f"{status} at step {result.step}; checkpoints in {result.checkpoint_dir}")
     if result.preview_path:
         print(f"preview grid: {result.preview_path}")

@@ -158,7 +158,7 @@ def validate_config(
     )
     model = build_model(config)
     _check(config.diffusion_steps >= 1, "diffusion_steps", "must be positive")
-    _check(config.get("min_snr_gamma", 0.0) >= 0, "min_snr_gamma", "must be >= 0 (0: uniform)")
+    _check(config.min_snr_gamma >= 0, "min_snr_gamma", "must be >= 0 (0: uniform)")
     _check(config.global_batch_size >= 1, "global_batch_size", "must be positive")
     _check(
         config.global_batch_size % num_devices == 0,
@@ -179,7 +179,7 @@ def validate_config(
     _check(0 <= config.ema_decay < 1, "ema_decay", "must be in [0, 1)")
     _check(config.total_steps >= 1, "total_steps", "must be positive")
     _check(
-        config.get("time_limit_minutes", 0.0) >= 0,
+        config.time_limit_minutes >= 0,
         "time_limit_minutes",
         "must be >= 0 (0: no limit)",
     )

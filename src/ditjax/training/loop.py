@@ -108,7 +108,7 @@ def train_and_evaluate(
         ema_decay=config.ema_decay,
         latent_scale=autoencoder.scale,
         learning_rate_fn=learning_rate_fn,
-        min_snr_gamma=config.get("min_snr_gamma", 0.0),
+        min_snr_gamma=config.min_snr_gamma,
     )
     train_step = jit_train_step(step_fn, shardings, mesh)
 
@@ -198,8 +198,7 @@ def train_and_evaluate(
     step = start_step
     preempted = time_limited = False
     watcher = watcher or PreemptionWatcher()
-    time_limit_minutes = config.get("time_limit_minutes", 0.0)
-    time_limit = TimeLimit(time_limit_minutes, check_every=config.log_every)
+    time_limit = TimeLimit(config.time_limit_minutes, check_every=config.log_every)
     # Batch k + 1 is read and on its way to the devices while step k runs; a checkpoint
     # records the data position after the batches the saved state has consumed.
     batches = DevicePrefetcher(
@@ -251,7 +250,7 @@ def train_and_evaluate(
                 logging.warning(
                     "time limit of %g minutes reached: stopping at step %d of %d after saving "
                     "a checkpoint",
-                    time_limit_minutes,
+                    config.time_limit_minutes,
                     step,
                     last_step,
                 )
