@@ -38,6 +38,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.global_batch_size = 256  # examples per step summed over all hosts and devices
     c.learning_rate = 1e-4  # AdamW peak learning rate
     c.warmup_steps = 0  # linear warmup from 0 to learning_rate (0 disables)
+    c.lr_decay = "none"  # after warmup: none (constant) | cosine (down to the final fraction)
+    c.lr_final_fraction = 0.0  # cosine: learning rate at total_steps / learning_rate
     c.weight_decay = 0.0  # AdamW decoupled weight decay
     c.adam_b1 = 0.9  # AdamW beta1
     c.adam_b2 = 0.999  # AdamW beta2

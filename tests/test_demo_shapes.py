@@ -10,7 +10,7 @@ from scipy import ndimage
 
 from ditjax.data.demo_shapes import DEMO_CLASS_NAMES, DemoShapes, generate_demo_images, shape_mask
 from ditjax.data.sources import open_source
-from ditjax.evaluation.demo_classifier import classify, train_demo_classifier
+from ditjax.evaluation.demo_classifier import classify, silhouettes, train_demo_classifier
 
 
 def test_generation_is_deterministic_for_a_seed():
@@ -70,6 +70,39 @@ def test_classifier_separates_held_out_classes():
     # Every class is recognised, not only most of them.
     for c in range(10):
         assert np.mean(predicted[test_y == c] == c) >= 0.8, DEMO_CLASS_NAMES[c]
+
+
+def test_classifier_is_not_swayed_by_a_colour_unseen_in_training():
+    train_x, train_y = generate_demo_images(100, seed=11)
+    test_x, test_y = generate_demo_images(20, seed=12)
+    classifier = train_demo_classifier(train_x, train_y, seed=0)
+    # A few pixels of a colour no training image has (a 4 x 4 x 4 histogram bin it never
+    # fills) must not override the rest of the image.
+    colours = np.unique((train_x.reshape(-1, 3) // 64).astype(np.int32), axis=0)
+    seen = {tuple(c) for c in colours}
+    unseen = [np.asarray(c) for c in np.ndindex(4, 4, 4) if c not in seen]
+    # The most vivid such colour, so that the marked pixels count as foreground.
+    vivid = max(unseen, key=lambda c: int(c.max() - c.min() + c.mean()))
+    marked = test_x.copy()
+    marked[:, :3, :3] = (vivid * 64 + 32).astype(np.uint8)
+    accuracy = np.mean(classify(classifier, marked) == test_y)
+    assert accuracy >= 0.9, (vivid, accuracy)
+
+
+def test_silhouettes_keep_the_shape_and_drop_the_colour():
+    images, labels = generate_demo_images(10, seed=5)
+    shapes = silhouettes(images)
+    assert shapes.shape == images.shape and shapes.dtype == np.uint8
+    np.testing.assert_array_equal(shapes[..., 0], shapes[..., 2])
+    # Swapping colour channels recolours shape and background; the silhouette stays.
+    recoloured = silhouettes(images[..., ::-1])
+    np.testing.assert_allclose(recoloured.astype(int), shapes.astype(int), atol=1)
+    # The shape is bright, the background dark: a disc's centre against its corner.
+    disc = shapes[labels == DEMO_CLASS_NAMES.index("red_disc")][0, ..., 0]
+    assert disc.max() == 255 and np.median(disc[0]) < 64
+    # Different classes give different silhouettes.
+    first = {int(y): shapes[i] for i, y in enumerate(labels)}
+    assert not np.array_equal(first[DEMO_CLASS_NAMES.index("magenta_ring")], first[0])
 
 
 @pytest.fixture

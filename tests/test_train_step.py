@@ -98,6 +98,8 @@ def test_train_step_compiles_once_and_learns():
         ("dtype", "float8"),
         ("learning_rate", 0.0),
         ("min_snr_gamma", -1.0),
+        ("lr_decay", "step"),
+        ("lr_final_fraction", 1.5),
     ],
 )
 def test_invalid_config_names_the_field(field, value):
@@ -106,6 +108,26 @@ def test_invalid_config_names_the_field(field, value):
     config[field] = value
     with pytest.raises(ConfigError, match=f"config.{field}"):
         validate_config(config, num_devices=2)
+
+
+def test_cosine_decay_warms_up_then_falls_to_the_final_fraction():
+    config = tiny_config()
+    config.update(
+        learning_rate=2e-3,
+        warmup_steps=100,
+        total_steps=1100,
+        lr_decay="cosine",
+        lr_final_fraction=0.1,
+    )
+    rate = learning_rate_schedule(config)
+    np.testing.assert_allclose(float(rate(50)), 1e-3, rtol=1e-6)
+    np.testing.assert_allclose(float(rate(100)), 2e-3, rtol=1e-6)
+    # Halfway through the decay the cosine sits midway between the peak and the floor.
+    np.testing.assert_allclose(float(rate(600)), 1.1e-3, rtol=1e-5)
+    np.testing.assert_allclose(float(rate(1100)), 2e-4, rtol=1e-5)
+    np.testing.assert_allclose(float(rate(5000)), 2e-4, rtol=1e-5)
+    config.lr_decay = "none"
+    assert float(learning_rate_schedule(config)(1100)) == pytest.approx(2e-3)
 
 
 def test_valid_configs_pass():

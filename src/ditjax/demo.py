@@ -33,6 +33,7 @@ class DemoResult:
     num_classes: int
     steps: int
     nn_ratio: float  # nearest-real distance of samples over that of held-out real images
+    shape_match: float  # class match of a classifier that sees the shapes without colour
 
 
 def write_json_atomic(path: pathlib.Path, value: dict) -> None:
@@ -109,6 +110,7 @@ def run_demo(
         num_classes,
         result.step,
         scores["nn_ratio"],
+        scores["shape_match"],
     )
 
 
@@ -116,22 +118,30 @@ def score_demo_samples(images: np.ndarray, labels: np.ndarray, image_size: int) 
     """The demo's figures for uint8 samples (N, S, S, 3) conditioned on `labels` (N,).
 
     `class_match`: the share that a classifier trained on real demo images assigns to their
-    label (also per class); `nn_ratio`: the shape-sensitive figure, distances to the nearest
-    real image in a small CNN's features over the same for held-out real images (about 1 for
+    label (also per class; every class has its own colour, so this is mostly a colour test);
+    `shape_match`: the same for a convolutional classifier that sees only the shapes
+    (`silhouettes`: colour removed), per class too; `nn_ratio`: distances to the nearest real
+    image in a small CNN's features over the same for held-out real images (about 1 for
     samples that look like new real images).
     """
     from ditjax.data.demo_shapes import DEMO_CLASS_NAMES, demo_images_at, generate_demo_images
     from ditjax.evaluation.class_match import fit_reference, score_samples
-    from ditjax.evaluation.demo_classifier import classify, train_demo_classifier
+    from ditjax.evaluation.demo_classifier import classify, silhouettes, train_demo_classifier
 
     num_classes = len(DEMO_CLASS_NAMES)
     train_images, train_labels = generate_demo_images(500, seed=1234)
     train_images = demo_images_at(train_images, image_size)
     classifier = train_demo_classifier(train_images, train_labels, seed=0)
     predicted = np.asarray(classify(classifier, images))
-    shapes = score_samples(
-        fit_reference(train_images[:2000], train_labels[:2000], num_classes=num_classes),
+    reference_images, reference_labels = train_images[:2000], train_labels[:2000]
+    features = score_samples(
+        fit_reference(reference_images, reference_labels, num_classes=num_classes),
         images,
+        labels,
+    )
+    shapes = score_samples(
+        fit_reference(silhouettes(reference_images), reference_labels, num_classes=num_classes),
+        silhouettes(images),
         labels,
     )
     return {
@@ -140,9 +150,12 @@ def score_demo_samples(images: np.ndarray, labels: np.ndarray, image_size: int) 
         "per_class_match": [
             float(np.mean(predicted[labels == c] == c)) for c in range(num_classes)
         ],
-        "nn_ratio": shapes.nn_ratio,
-        "pixel_nn_ratio": shapes.pixel_nn_ratio,
-        "cnn_class_match": shapes.class_match,
+        "shape_match": shapes.class_match,
+        "per_class_shape_match": shapes.per_class_match,
+        "shape_classifier_accuracy": shapes.classifier_accuracy,
+        "nn_ratio": features.nn_ratio,
+        "pixel_nn_ratio": features.pixel_nn_ratio,
+        "cnn_class_match": features.class_match,
     }
 
 
@@ -165,7 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"sample grid:   {result.grid_path}  (one column per class)")
     print(
         f"class match:   {result.accuracy:.1%} of samples are classified as the class they were "
-        f"conditioned on (chance {1 / result.num_classes:.0%})"
+        f"conditioned on (chance {1 / result.num_classes:.0%}; every class has its own colour)"
+    )
+    print(
+        f"shape match:   {result.shape_match:.1%} the same for a classifier that sees the "
+        "shapes without their colour"
     )
     print(
         f"nearest-real:  {result.nn_ratio:.2f} x the distance of held-out real images to their "

@@ -1,7 +1,8 @@
 """A small classifier of the demo set, to score class-conditional samples.
 
 Softmax regression on colour statistics and a coarse 8 x 8 view of each image, trained by
-full-batch gradient descent in JAX: enough to tell the ten coloured shapes apart.
+full-batch gradient descent in JAX: enough to tell the ten coloured shapes apart (each has
+its own colour). `silhouettes` removes the colour, for a classifier that must see the shape.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+# Features are fractions and intensities in [0, 1]; none that varies in training is this flat.
+MIN_FEATURE_STD = 0.05
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +58,9 @@ def train_demo_classifier(
 ) -> DemoClassifier:
     """Fits the classifier to uint8 images (N, S, S, 3) and labels (N,)."""
     features = demo_features(images)
-    mean, std = features.mean(0), features.std(0) + 1e-6
+    # A floor on the spread: a colour bin that no training image fills would otherwise scale
+    # any sample's small mass there by ~1e6 and decide its class by that alone.
+    mean, std = features.mean(0), np.maximum(features.std(0), MIN_FEATURE_STD)
     x = jnp.asarray((features - mean) / std)
     y = jnp.asarray(labels, jnp.int32)
     num_classes = int(labels.max()) + 1
@@ -85,3 +91,18 @@ def classify(classifier: DemoClassifier, images: np.ndarray) -> np.ndarray:
     """Predicted labels (N,) for uint8 images (N, S, S, 3) of the size it was trained on."""
     x = (demo_features(images) - classifier.mean) / classifier.std
     return np.argmax(x @ classifier.weights + classifier.bias, axis=1)
+
+
+def silhouettes(images: np.ndarray) -> np.ndarray:
+    """uint8 (N, S, S, 3) -> uint8 (N, S, S, 3) grey images of each pixel's colour distance from
+    the image's background (the median of its border pixels), scaled to the image's maximum:
+    the shape without its colour, so that a classifier of these must recognise the shape."""
+    x = np.asarray(images, np.float32)
+    border = np.concatenate(
+        [x[:, 0], x[:, -1], x[:, 1:-1, 0], x[:, 1:-1, -1]], axis=1
+    )  # (N, 4S - 4, 3)
+    background = np.median(border, axis=1)[:, None, None, :]
+    distance = np.linalg.norm(x - background, axis=-1)
+    scale = np.maximum(distance.max(axis=(1, 2), keepdims=True), 1e-6)
+    grey = np.round(255.0 * distance / scale).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=-1)

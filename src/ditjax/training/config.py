@@ -23,6 +23,7 @@ from ditjax.models import (
 )
 from ditjax.models.registry import DTYPES
 from ditjax.parallel import resolve_mesh_shape
+from ditjax.training.optimizer import LR_DECAYS
 
 ATTENTION_IMPLS = ("", "xla", "cudnn")
 # Fields that 0 leaves to the latent dataset's description (see resolve_dataset_fields).
@@ -172,6 +173,8 @@ def validate_config(
     )
     _check(config.learning_rate > 0, "learning_rate", "must be positive")
     _check(config.warmup_steps >= 0, "warmup_steps", "must be >= 0")
+    _check(config.lr_decay in LR_DECAYS, "lr_decay", f"must be one of {LR_DECAYS}")
+    _check(0 <= config.lr_final_fraction <= 1, "lr_final_fraction", "must be in [0, 1]")
     _check(config.weight_decay >= 0, "weight_decay", "must be >= 0")
     _check(0 <= config.adam_b1 < 1, "adam_b1", "must be in [0, 1)")
     _check(0 <= config.adam_b2 < 1, "adam_b2", "must be in [0, 1)")

@@ -5,12 +5,26 @@ from __future__ import annotations
 import ml_collections
 import optax
 
+LR_DECAYS = ("none", "cosine")
+
 
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
-    """Constant learning rate after an optional linear warmup from zero."""
-    if config.warmup_steps > 0:
-        return optax.linear_schedule(0.0, config.learning_rate, config.warmup_steps)
-    return optax.constant_schedule(config.learning_rate)
+    """An optional linear warmup from zero to `learning_rate`, then either constant (`lr_decay`
+    "none") or a cosine decay that reaches `lr_final_fraction * learning_rate` at `total_steps`."""
+    peak = config.learning_rate
+    warmup = config.warmup_steps
+    # Configs saved before the decay fields existed trained at a constant rate.
+    if config.get("lr_decay", "none") == "cosine":
+        after_warmup = optax.cosine_decay_schedule(
+            peak, max(config.total_steps - warmup, 1), alpha=config.lr_final_fraction
+        )
+    else:
+        after_warmup = optax.constant_schedule(peak)
+    if warmup == 0:
+        return after_warmup
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, peak, warmup), after_warmup], boundaries=[warmup]
+    )
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
