@@ -97,9 +97,11 @@ def test_silhouettes_keep_the_shape_and_drop_the_colour():
     # Swapping colour channels recolours shape and background; the silhouette stays.
     recoloured = silhouettes(images[..., ::-1])
     np.testing.assert_allclose(recoloured.astype(int), shapes.astype(int), atol=1)
-    # The shape is bright, the background dark: a disc's centre against its corner.
-    disc = shapes[labels == DEMO_CLASS_NAMES.index("red_disc")][0, ..., 0]
-    assert disc.max() == 255 and np.median(disc[0]) < 64
+    # The shape is bright, the background dark: a disc covers about a third of its image.
+    discs = shapes[labels == DEMO_CLASS_NAMES.index("red_disc")][..., 0]
+    bright = (discs > 128).mean(axis=(1, 2))
+    assert np.all((bright > 0.15) & (bright < 0.6)), bright
+    assert np.all(np.median(discs[:, 0], axis=1) < 64)
     # Different classes give different silhouettes.
     first = {int(y): shapes[i] for i, y in enumerate(labels)}
     assert not np.array_equal(first[DEMO_CLASS_NAMES.index("magenta_ring")], first[0])
