@@ -14,12 +14,42 @@ def _heads_first(x: jax.Array) -> jax.Array:
     return jnp.swapaxes(x, 1, 2)
 
 
-def _probabilities(q: jax.Array, k: jax.Array, scale: float) -> jax.Array:
-    """Softmax attention weights (N, H, T, S) in float32 from head-first q (N, H, T, d), k."""
-    logits = jnp.einsum("nhtd,nhsd->nhts", q, k, preferred_element_type=jnp.float32) * scale
-    logits = logits - jnp.max(logits, axis=-1, keepdims=True)
-    weights = jnp.exp(logits)
-    return weights * (1.0 / jnp.sum(weights, axis=-1, keepdims=True))
+def _keys_first(x: jax.Array) -> jax.Array:
+    """(N, H, d, S) -> (N, S, H, d)."""
+    return jnp.transpose(x, (0, 3, 1, 2))
+
+
+def _forward(qh: jax.Array, kh: jax.Array, vh: jax.Array, scale: float):
+    """Head-first attention q (N, H, T, d), k and v (N, H, S, d) -> (N, H, T, d), and what
+    the backward pass needs.
+
+    The softmax is normalised after the product with v: one (N, H, T, d) scaling instead of
+    an (N, H, T, S) one, and XLA's CPU backend runs the whole thing as one fused kernel.
+    """
+    logits = jnp.einsum("nhtd,nhsd->nhts", qh, kh, preferred_element_type=jnp.float32) * scale
+    weights = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
+    inverse_sums = 1.0 / jnp.sum(weights, axis=-1, keepdims=True)
+    out = jnp.einsum("nhts,nhsd->nhtd", weights.astype(vh.dtype), vh) * inverse_sums
+    return out.astype(vh.dtype), (qh, kh, vh, weights, inverse_sums)
+
+
+def _backward(scale: float, residuals, gh: jax.Array):
+    """Cotangents of head-first attention from the output's gh (N, H, T, d): dq (N, H, T, d)
+    and dk, dv as (N, H, d, S).
+
+    dk and dv contract over the query axis; as (N, H, d, S) products they run as plain
+    row-major matrix products, and their callers' transposes to token-major order are
+    needed anyway.
+    """
+    qh, kh, vh, weights, inverse_sums = residuals
+    p = weights * inverse_sums
+    dv = jnp.einsum("nhtd,nhts->nhds", gh, p.astype(gh.dtype))
+    dp = jnp.einsum("nhtd,nhsd->nhts", gh, vh, preferred_element_type=jnp.float32)
+    dlogits = p * (dp - jnp.sum(dp * p, axis=-1, keepdims=True)) * scale
+    dlogits = dlogits.astype(qh.dtype)
+    dq = jnp.einsum("nhts,nhsd->nhtd", dlogits, kh)
+    dk = jnp.einsum("nhtd,nhts->nhds", qh, dlogits)
+    return dq, dk, dv
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
@@ -29,29 +59,49 @@ def explicit_attention(q: jax.Array, k: jax.Array, v: jax.Array, scale: float) -
     The backward pass reuses the saved weights and runs as four batched matrix products,
     which XLA's CPU backend executes far faster than the derivative it derives itself.
     """
-    return _attention_fwd(q, k, v, scale)[0]
+    return _explicit_fwd(q, k, v, scale)[0]
 
 
-def _attention_fwd(q, k, v, scale):
-    qh, kh, vh = _heads_first(q), _heads_first(k), _heads_first(v)
-    p = _probabilities(qh, kh, scale)
-    out = jnp.einsum("nhts,nhsd->nhtd", p.astype(v.dtype), vh)
-    return _heads_first(out), (qh, kh, vh, p)
+def _explicit_fwd(q, k, v, scale):
+    out, residuals = _forward(_heads_first(q), _heads_first(k), _heads_first(v), scale)
+    return _heads_first(out), residuals
 
 
-def _attention_bwd(scale, residuals, g):
-    qh, kh, vh, p = residuals
-    gh = _heads_first(g)
-    dv = jnp.einsum("nhts,nhtd->nhsd", p.astype(g.dtype), gh)
-    dp = jnp.einsum("nhtd,nhsd->nhts", gh, vh, preferred_element_type=jnp.float32)
-    dlogits = p * (dp - jnp.sum(dp * p, axis=-1, keepdims=True)) * scale
-    dlogits = dlogits.astype(qh.dtype)
-    dq = jnp.einsum("nhts,nhsd->nhtd", dlogits, kh)
-    dk = jnp.einsum("nhts,nhtd->nhsd", dlogits, qh)
-    return _heads_first(dq), _heads_first(dk), _heads_first(dv)
+def _explicit_bwd(scale, residuals, g):
+    dq, dk, dv = _backward(scale, residuals, _heads_first(g))
+    return _heads_first(dq), _keys_first(dk), _keys_first(dv)
 
 
-explicit_attention.defvjp(_attention_fwd, _attention_bwd)
+explicit_attention.defvjp(_explicit_fwd, _explicit_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def explicit_self_attention(qkv: jax.Array, scale: float) -> jax.Array:
+    """`explicit_attention` of packed projections qkv (N, T, 3, H, d) -> (N, T, H, d).
+
+    One transpose brings q, k and v to head-first order and one brings their cotangents
+    back as a single (N, T, 3, H, d) array, where separate slices cost three of each and a
+    sum of padded cotangents.
+    """
+    return _self_fwd(qkv, scale)[0]
+
+
+def _self_fwd(qkv, scale):
+    qh, kh, vh = jnp.transpose(qkv, (2, 0, 3, 1, 4))
+    out, residuals = _forward(qh, kh, vh, scale)
+    return _heads_first(out), residuals
+
+
+def _self_bwd(scale, residuals, g):
+    dq, dk, dv = _backward(scale, residuals, _heads_first(g))
+    return (jnp.stack([_heads_first(dq), _keys_first(dk), _keys_first(dv)], axis=2),)
+
+
+explicit_self_attention.defvjp(_self_fwd, _self_bwd)
+
+
+def _use_explicit(implementation: str | None) -> bool:
+    return implementation is None and jax.default_backend() == "cpu"
 
 
 def dot_product_attention(
@@ -63,6 +113,16 @@ def dot_product_attention(
     (cuDNN flash attention where available) elsewhere; "xla" and "cudnn" go to JAX directly.
     """
     scale = q.shape[-1] ** -0.5
-    if implementation is None and jax.default_backend() == "cpu":
+    if _use_explicit(implementation):
         return explicit_attention(q, k, v, scale)
     return jax.nn.dot_product_attention(q, k, v, scale=scale, implementation=implementation)
+
+
+def self_attention(qkv: jax.Array, *, implementation: str | None = None) -> jax.Array:
+    """Multi-head self-attention of packed projections qkv (N, T, 3, H, d) -> (N, T, H, d);
+    `implementation` as for `dot_product_attention`."""
+    if _use_explicit(implementation):
+        return explicit_self_attention(qkv, qkv.shape[-1] ** -0.5)
+    return dot_product_attention(
+        qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], implementation=implementation
+    )
