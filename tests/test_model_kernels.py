@@ -6,12 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ditjax.models.attention import (
-    dot_product_attention,
-    explicit_attention,
-    explicit_self_attention,
-    self_attention,
-)
+from ditjax.models.attention import dot_product_attention, explicit_attention
 from ditjax.models.gradient_boundary import gradient_boundary
 from ditjax.models.layers import Dense
 
@@ -40,38 +35,6 @@ def test_explicit_attention_matches_jax_in_value_and_gradient():
     expected = jax.grad(loss(theirs), argnums=(0, 1, 2))(q, k, v)
     for got, want in zip(grads, expected, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
-
-
-def test_packed_self_attention_matches_jax_in_value_and_gradient():
-    rng = np.random.default_rng(3)
-    qkv = jnp.asarray(rng.normal(size=(2, 6, 3, 3, 8)).astype(np.float32))
-    w = jnp.asarray(rng.normal(size=(2, 6, 3, 8)).astype(np.float32))
-
-    def theirs(qkv):
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        return jax.nn.dot_product_attention(q, k, v, scale=8**-0.5, implementation="xla")
-
-    def ours(qkv):
-        return explicit_self_attention(qkv, 8**-0.5)
-
-    np.testing.assert_allclose(ours(qkv), theirs(qkv), rtol=1e-5, atol=1e-6)
-    got = jax.grad(lambda a: jnp.sum(ours(a) * w))(qkv)
-    want = jax.grad(lambda a: jnp.sum(theirs(a) * w))(qkv)
-    assert got.shape == qkv.shape
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
-    # q, k and v cotangents land in their own slots of the packed array.
-    assert not np.allclose(got[:, :, 1], got[:, :, 2], atol=1e-3)
-
-
-def test_self_attention_with_a_named_implementation_uses_jax():
-    qkv = jnp.asarray(np.random.default_rng(4).normal(size=(2, 5, 3, 3, 8)).astype(np.float32))
-    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-    np.testing.assert_allclose(
-        self_attention(qkv, implementation="xla"),
-        jax.nn.dot_product_attention(q, k, v, scale=8**-0.5, implementation="xla"),
-        rtol=1e-6,
-    )
-    np.testing.assert_array_equal(self_attention(qkv), explicit_self_attention(qkv, 8**-0.5))
 
 
 def test_default_attention_on_cpu_is_the_explicit_form():

@@ -38,8 +38,7 @@ def _backward(scale: float, residuals, gh: jax.Array):
     and dk, dv as (N, H, d, S).
 
     dk and dv contract over the query axis; as (N, H, d, S) products they run as plain
-    row-major matrix products, and their callers' transposes to token-major order are
-    needed anyway.
+    row-major matrix products, and the transpose back to token-major order is needed anyway.
     """
     qh, kh, vh, weights, inverse_sums = residuals
     p = weights * inverse_sums
@@ -75,35 +74,6 @@ def _explicit_bwd(scale, residuals, g):
 explicit_attention.defvjp(_explicit_fwd, _explicit_bwd)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-def explicit_self_attention(qkv: jax.Array, scale: float) -> jax.Array:
-    """`explicit_attention` of packed projections qkv (N, T, 3, H, d) -> (N, T, H, d).
-
-    One transpose brings q, k and v to head-first order and one brings their cotangents
-    back as a single (N, T, 3, H, d) array, where separate slices cost three of each and a
-    sum of padded cotangents.
-    """
-    return _self_fwd(qkv, scale)[0]
-
-
-def _self_fwd(qkv, scale):
-    qh, kh, vh = jnp.transpose(qkv, (2, 0, 3, 1, 4))
-    out, residuals = _forward(qh, kh, vh, scale)
-    return _heads_first(out), residuals
-
-
-def _self_bwd(scale, residuals, g):
-    dq, dk, dv = _backward(scale, residuals, _heads_first(g))
-    return (jnp.stack([_heads_first(dq), _keys_first(dk), _keys_first(dv)], axis=2),)
-
-
-explicit_self_attention.defvjp(_self_fwd, _self_bwd)
-
-
-def _use_explicit(implementation: str | None) -> bool:
-    return implementation is None and jax.default_backend() == "cpu"
-
-
 def dot_product_attention(
     q: jax.Array, k: jax.Array, v: jax.Array, *, implementation: str | None = None
 ) -> jax.Array:
@@ -113,16 +83,6 @@ def dot_product_attention(
     (cuDNN flash attention where available) elsewhere; "xla" and "cudnn" go to JAX directly.
     """
     scale = q.shape[-1] ** -0.5
-    if _use_explicit(implementation):
+    if implementation is None and jax.default_backend() == "cpu":
         return explicit_attention(q, k, v, scale)
     return jax.nn.dot_product_attention(q, k, v, scale=scale, implementation=implementation)
-
-
-def self_attention(qkv: jax.Array, *, implementation: str | None = None) -> jax.Array:
-    """Multi-head self-attention of packed projections qkv (N, T, 3, H, d) -> (N, T, H, d);
-    `implementation` as for `dot_product_attention`."""
-    if _use_explicit(implementation):
-        return explicit_self_attention(qkv, qkv.shape[-1] ** -0.5)
-    return dot_product_attention(
-        qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], implementation=implementation
-    )

@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ditjax.models.attention import dot_product_attention, self_attention
+from ditjax.models.attention import dot_product_attention
 from ditjax.models.initializers import dense_kernel, zeros
 
 LAYER_NORM_EPS = 1e-6
@@ -127,7 +127,9 @@ class SelfAttention(nn.Module):
         head_dim = d // self.num_heads
         qkv = dense(3 * d, ("embed", "mlp"), self.dtype, name="qkv")(x)
         qkv = qkv.reshape(n, t, 3, self.num_heads, head_dim)
-        out = self_attention(qkv, implementation=self.implementation).reshape(n, t, d)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        out = dot_product_attention(q, k, v, implementation=self.implementation)
+        out = out.reshape(n, t, d)
         return dense(d, ("mlp", "embed"), self.dtype, name="proj")(out)
 
 
