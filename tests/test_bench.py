@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ditjax import bench
-from ditjax.benchmark import known_peak_tflops, markdown_table
+from ditjax.benchmark import ReferencePeak, known_peak_tflops, markdown_table, measure_matmul_flops
 
 TINY = [
     "--model=DiT-S/4",
@@ -51,13 +51,20 @@ def test_every_mode_reports_positive_finite_figures(report):
     returned, written, _ = report
     assert written["results"] == json.loads(json.dumps(returned["results"]))
     assert [r["mode"] for r in written["results"]] == ["train", "forward", "sample", "data"]
-    assert positive(written["reference_peak"]["tflops_per_s"])
-    assert "matmul" in written["reference_peak"]["source"]
+    reference = written["reference_peak"]
+    assert "matmul" in reference["source"]
+    # Measured before and after the modes; utilisation is against the higher rate.
+    assert len(reference["measured_tflops_per_s"]) == 2
+    assert all(positive(rate) for rate in reference["measured_tflops_per_s"])
+    assert reference["tflops_per_s"] == max(reference["measured_tflops_per_s"])
     for result in written["results"]:
         fields = MODEL_FIELDS if result["mode"] != "data" else ("images_per_s", "step_s")
         for field in fields:
             assert positive(result[field]), (result["mode"], field, result.get(field))
         assert positive(result["peak_memory_bytes"])
+        if result["mode"] != "data":
+            expected = result["tflops_per_s"] / (reference["tflops_per_s"] * result["devices"])
+            assert np.isclose(result["utilisation"], expected, rtol=1e-6)
     train, forward, sample, data = written["results"]
     assert len(train["step_times_s"]) == 2
     assert np.isclose(train["images_per_s"], 2 / train["step_s"])
@@ -86,7 +93,11 @@ def test_known_peaks_and_overrides():
     assert known_peak_tflops("TPU v6 lite") == 918
     assert known_peak_tflops("cpu") is None
     result = bench.main([*TINY, "--mode=forward", "--peak_tflops=0.5"])
-    assert result["reference_peak"] == {"tflops_per_s": 0.5, "source": "override"}
+    assert result["reference_peak"] == {
+        "tflops_per_s": 0.5,
+        "source": "override",
+        "measured_tflops_per_s": [],
+    }
     forward = result["results"][0]
     assert np.isclose(forward["utilisation"], forward["tflops_per_s"] / 0.5)
 
@@ -98,3 +109,14 @@ def test_bad_arguments_are_named():
         bench.main([*TINY, "--mode=train", "--model_overrides=wings=2"])
     with pytest.raises(ValueError, match="key=value"):
         bench.main([*TINY, "--mode=train", "--model_overrides=depth"])
+
+
+def test_a_measured_reference_keeps_the_highest_rate():
+    measured = ReferencePeak(1.0, "measured float32 matmul 64^3", "cpu", (1.0,))
+    again = measured.remeasured(64)
+    assert again.measured[0] == 1.0 and len(again.measured) == 2
+    assert again.flops_per_s == max(again.measured) > 1.0
+    published = ReferencePeak(5e14, "published", "TPU v4")
+    assert published.remeasured(64) is published
+    with pytest.raises(ValueError, match="warmup"):
+        measure_matmul_flops(64, warmup=0)

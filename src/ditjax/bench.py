@@ -31,6 +31,7 @@ from ditjax.benchmark import (
     format_table,
     markdown_table,
     reference_peak,
+    utilisation,
     write_json,
     write_synthetic_latents,
 )
@@ -171,6 +172,14 @@ def run_benchmarks(args: argparse.Namespace) -> dict[str, Any]:
         else:
             results.append(benches[mode](spec, peak))
         print(format_table(results[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
+    # A measured reference is measured again after the modes and the higher rate kept, so a
+    # slow moment of a shared machine at the start does not inflate every utilisation.
+    peak = peak.remeasured(args.matmul_size)
+    for result in results:
+        if "tflops_per_s" in result:
+            result["utilisation"] = utilisation(
+                result["tflops_per_s"] * 1e12, result["devices"], peak
+            )
     return {
         "command": "python -m ditjax.bench " + " ".join(args.argv),
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -179,9 +188,23 @@ def run_benchmarks(args: argparse.Namespace) -> dict[str, Any]:
         "device_kind": peak.device_kind,
         "devices": jax.device_count(),
         "processes": jax.process_count(),
-        "reference_peak": {"tflops_per_s": peak.flops_per_s / 1e12, "source": peak.source},
+        "reference_peak": {
+            "tflops_per_s": peak.flops_per_s / 1e12,
+            "source": peak.source,
+            "measured_tflops_per_s": [rate / 1e12 for rate in peak.measured],
+        },
         "results": results,
     }
+
+
+def _reference_words(peak: dict[str, Any]) -> str:
+    """'0.180 TFLOP/s per device (measured ..., the higher of 0.172 and 0.180)'."""
+    source = peak["source"]
+    measured = peak["measured_tflops_per_s"]
+    if len(measured) > 1:
+        rates = ", ".join(f"{r:.3f}" for r in measured)
+        source += f", the highest of {rates} measured before and after the modes"
+    return f"{peak['tflops_per_s']:.3f} TFLOP/s per device ({source})"
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -191,7 +214,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report = run_benchmarks(args)
     print(format_table(report["results"]))
     peak = report["reference_peak"]
-    print(f"utilisation against {peak['tflops_per_s']:.3f} TFLOP/s per device ({peak['source']})")
+    print(f"utilisation against {_reference_words(peak)}")
     if args.out_dir and jax.process_index() == 0:
         slug = device_slug(report["device_kind"], report["platform"])
         write_json(os.path.join(args.out_dir, f"results-{slug}.json"), report)
@@ -199,7 +222,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         with open(markdown + ".tmp", "w") as f:
             f.write(f"`{report['command']}` on {report['device_kind']} ")
             f.write(f"({report['devices']} device(s)); utilisation against ")
-            f.write(f"{peak['tflops_per_s']:.3f} TFLOP/s ({peak['source']}).\n\n")
+            f.write(f"{_reference_words(peak)}.\n\n")
             f.write(markdown_table(report["results"]) + "\n")
         os.replace(markdown + ".tmp", markdown)
     return report

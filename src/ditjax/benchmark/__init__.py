@@ -9,7 +9,14 @@ from ditjax.benchmark.device import (
     peak_memory_bytes,
     reference_peak,
 )
-from ditjax.benchmark.modes import BenchSpec, bench_data, bench_forward, bench_sample, bench_train
+from ditjax.benchmark.modes import (
+    BenchSpec,
+    bench_data,
+    bench_forward,
+    bench_sample,
+    bench_train,
+    utilisation,
+)
 from ditjax.benchmark.report import format_table, markdown_table, write_json
 from ditjax.benchmark.synthetic_latents import write_synthetic_latents
 
@@ -27,6 +34,7 @@ __all__ = [
     "measure_matmul_flops",
     "peak_memory_bytes",
     "reference_peak",
+    "utilisation",
     "write_json",
     "write_synthetic_latents",
 ]

@@ -116,10 +116,15 @@ def _model_result(
         "compile_s": compile_s,
         "model_tflop_per_step": flops / 1e12,
         "tflops_per_s": achieved / 1e12,
-        "utilisation": achieved / (peak.flops_per_s * jax.device_count()),
+        "utilisation": utilisation(achieved, jax.device_count(), peak),
         "peak_memory_bytes": memory,
         "peak_memory_kind": memory_kind,
     }
+
+
+def utilisation(flops_per_s: float, devices: int, peak: ReferencePeak) -> float:
+    """The share of `devices` x the reference peak that `flops_per_s` achieves."""
+    return flops_per_s / (peak.flops_per_s * devices)
 
 
 def _init_params(model: DiT, latent_shape: tuple[int, int, int]) -> dict:
