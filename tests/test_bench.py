@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ditjax import bench
-from ditjax.benchmark import ReferencePeak, known_peak_tflops, markdown_table, measure_matmul_flops
+from ditjax.benchmark import MatmulProbe, known_peak_tflops, markdown_table, measure_matmul_flops
 
 TINY = [
     "--model=DiT-S/4",
@@ -52,18 +52,19 @@ def test_every_mode_reports_positive_finite_figures(report):
     assert written["results"] == json.loads(json.dumps(returned["results"]))
     assert [r["mode"] for r in written["results"]] == ["train", "forward", "sample", "data"]
     reference = written["reference_peak"]
-    assert "matmul" in reference["source"]
-    # Measured before and after the modes; utilisation is against the higher rate.
-    assert len(reference["measured_tflops_per_s"]) == 2
-    assert all(positive(rate) for rate in reference["measured_tflops_per_s"])
-    assert reference["tflops_per_s"] == max(reference["measured_tflops_per_s"])
+    assert "matmul" in reference["source"] and reference["sampled_during_modes"] is True
+    assert positive(reference["tflops_per_s"])
     for result in written["results"]:
         fields = MODEL_FIELDS if result["mode"] != "data" else ("images_per_s", "step_s")
         for field in fields:
             assert positive(result[field]), (result["mode"], field, result.get(field))
         assert positive(result["peak_memory_bytes"])
         if result["mode"] != "data":
-            expected = result["tflops_per_s"] / (reference["tflops_per_s"] * result["devices"])
+            # Against the matmul timed between this mode's repeats, not the start's rate.
+            assert positive(result["reference_tflops_per_s"])
+            expected = result["tflops_per_s"] / (
+                result["reference_tflops_per_s"] * result["devices"]
+            )
             assert np.isclose(result["utilisation"], expected, rtol=1e-6)
     train, forward, sample, data = written["results"]
     assert len(train["step_times_s"]) == 2
@@ -96,9 +97,10 @@ def test_known_peaks_and_overrides():
     assert result["reference_peak"] == {
         "tflops_per_s": 0.5,
         "source": "override",
-        "measured_tflops_per_s": [],
+        "sampled_during_modes": False,
     }
     forward = result["results"][0]
+    assert forward["reference_tflops_per_s"] == 0.5
     assert np.isclose(forward["utilisation"], forward["tflops_per_s"] / 0.5)
 
 
@@ -111,12 +113,12 @@ def test_bad_arguments_are_named():
         bench.main([*TINY, "--mode=train", "--model_overrides=depth"])
 
 
-def test_a_measured_reference_keeps_the_highest_rate():
-    measured = ReferencePeak(1.0, "measured float32 matmul 64^3", "cpu", (1.0,))
-    again = measured.remeasured(64)
-    assert again.measured[0] == 1.0 and len(again.measured) == 2
-    assert again.flops_per_s == max(again.measured) > 1.0
-    published = ReferencePeak(5e14, "published", "TPU v4")
-    assert published.remeasured(64) is published
+def test_the_matmul_probe_measures_and_names_bad_arguments():
+    probe = MatmulProbe(64)
+    assert positive(probe.flops_per_s(calls=2, warmup=0))
+    with pytest.raises(ValueError, match="calls"):
+        probe.flops_per_s(calls=0)
+    with pytest.raises(ValueError, match="size"):
+        MatmulProbe(0)
     with pytest.raises(ValueError, match="warmup"):
         measure_matmul_flops(64, warmup=0)

@@ -3,6 +3,7 @@ the input pipeline (`python -m ditjax.bench`)."""
 
 from ditjax.benchmark.device import (
     PEAK_TFLOPS,
+    MatmulProbe,
     ReferencePeak,
     known_peak_tflops,
     measure_matmul_flops,
@@ -15,7 +16,6 @@ from ditjax.benchmark.modes import (
     bench_forward,
     bench_sample,
     bench_train,
-    utilisation,
 )
 from ditjax.benchmark.report import format_table, markdown_table, write_json
 from ditjax.benchmark.synthetic_latents import write_synthetic_latents
@@ -23,6 +23,7 @@ from ditjax.benchmark.synthetic_latents import write_synthetic_latents
 __all__ = [
     "PEAK_TFLOPS",
     "BenchSpec",
+    "MatmulProbe",
     "ReferencePeak",
     "bench_data",
     "bench_forward",
@@ -34,7 +35,6 @@ __all__ = [
     "measure_matmul_flops",
     "peak_memory_bytes",
     "reference_peak",
-    "utilisation",
     "write_json",
     "write_synthetic_latents",
 ]

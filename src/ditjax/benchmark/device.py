@@ -37,54 +37,59 @@ def known_peak_tflops(device_kind: str) -> float | None:
     return None
 
 
-def measure_matmul_flops(size: int = 2048, repeats: int = 10, warmup: int = 3) -> float:
-    """FLOP/s of a jitted float32 (size, size) @ (size, size) matmul on the default device,
-    the median of `repeats` timed calls after `warmup` untimed ones.
+class MatmulProbe:
+    """A jitted float32 (size, size) @ (size, size) matmul on the default device, timed in
+    short bursts: the reference a CPU's utilisation is measured against, sampled between the
+    timed calls of each mode so that both see the same state of a shared machine."""
 
-    On a CPU the first calls after other work run well below the steady rate (cold caches,
-    threads waking up), so a few warm-up calls keep them out of the median.
-    """
-    if size < 1 or repeats < 1 or warmup < 1:
-        raise ValueError(
-            f"size, repeats and warmup must be positive, got {size}, {repeats}, {warmup}"
-        )
-    keys = jax.random.split(jax.random.key(0))
-    a = jax.random.normal(keys[0], (size, size), jnp.float32)
-    b = jax.random.normal(keys[1], (size, size), jnp.float32)
-    matmul = jax.jit(jnp.matmul).lower(a, b).compile()
-    for _ in range(warmup):
-        jax.block_until_ready(matmul(a, b))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(matmul(a, b))
-        times.append(time.perf_counter() - start)
-    return 2.0 * size**3 / statistics.median(times)
+    def __init__(self, size: int = 2048):
+        if size < 1:
+            raise ValueError(f"matmul size must be positive, got {size}")
+        keys = jax.random.split(jax.random.key(0))
+        self.size = size
+        self._a = jax.random.normal(keys[0], (size, size), jnp.float32)
+        self._b = jax.random.normal(keys[1], (size, size), jnp.float32)
+        self._matmul = jax.jit(jnp.matmul).lower(self._a, self._b).compile()
+
+    def flops_per_s(self, calls: int = 4, warmup: int = 1) -> float:
+        """FLOP/s of the median of `calls` timed calls after `warmup` untimed ones (on a CPU
+        the first call after other work runs well below the steady rate)."""
+        if calls < 1 or warmup < 0:
+            raise ValueError(f"calls must be positive and warmup >= 0, got {calls}, {warmup}")
+        for _ in range(warmup):
+            jax.block_until_ready(self._matmul(self._a, self._b))
+        times = []
+        for _ in range(calls):
+            start = time.perf_counter()
+            jax.block_until_ready(self._matmul(self._a, self._b))
+            times.append(time.perf_counter() - start)
+        return 2.0 * self.size**3 / statistics.median(times)
+
+
+def measure_matmul_flops(size: int = 2048, repeats: int = 10, warmup: int = 3) -> float:
+    """FLOP/s of a float32 (size, size) matmul: the median of `repeats` timed calls after
+    `warmup` untimed ones."""
+    if repeats < 1 or warmup < 1:
+        raise ValueError(f"repeats and warmup must be positive, got {repeats}, {warmup}")
+    return MatmulProbe(size).flops_per_s(repeats, warmup)
 
 
 @dataclasses.dataclass(frozen=True)
 class ReferencePeak:
     """The FLOP/s that utilisation is reported against, per device, and where it came from:
     'override' (--peak_tflops), 'published' (the table) or 'measured float32 matmul' (CPU).
-    `measured` holds every matmul rate measured so far; the reference is the highest."""
+    A measured reference carries its `probe`, which each mode samples between its timed
+    calls; `flops_per_s` is then the rate measured at the start."""
 
     flops_per_s: float
     source: str
     device_kind: str
-    measured: tuple[float, ...] = ()
-
-    def remeasured(self, matmul_size: int = 2048) -> ReferencePeak:
-        """A measured reference measured once more, keeping the highest rate seen (the
-        machine demonstrably reaches it); an override or a published peak unchanged."""
-        if not self.measured:
-            return self
-        rates = (*self.measured, measure_matmul_flops(matmul_size))
-        return dataclasses.replace(self, flops_per_s=max(rates), measured=rates)
+    probe: MatmulProbe | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 def reference_peak(peak_tflops: float = 0.0, matmul_size: int = 2048) -> ReferencePeak:
     """The override if given, else the published peak of this device, else (CPU or an unknown
-    device) the float32 matmul rate measured now."""
+    device) a float32 matmul, measured now and again during each mode."""
     kind = jax.devices()[0].device_kind
     if peak_tflops < 0:
         raise ValueError(f"peak_tflops must be >= 0, got {peak_tflops}")
@@ -93,8 +98,13 @@ def reference_peak(peak_tflops: float = 0.0, matmul_size: int = 2048) -> Referen
     known = known_peak_tflops(kind) if jax.default_backend() != "cpu" else None
     if known is not None:
         return ReferencePeak(known * 1e12, "published", kind)
-    rate = measure_matmul_flops(matmul_size)
-    return ReferencePeak(rate, f"measured float32 matmul {matmul_size}^3", kind, (rate,))
+    probe = MatmulProbe(matmul_size)
+    return ReferencePeak(
+        probe.flops_per_s(calls=10, warmup=3),
+        f"measured float32 matmul {matmul_size}^3",
+        kind,
+        probe,
+    )
 
 
 def peak_memory_bytes() -> tuple[int, str]:

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ditjax.benchmark.device import ReferencePeak, peak_memory_bytes
+from ditjax.benchmark.device import MatmulProbe, ReferencePeak, peak_memory_bytes
 from ditjax.data.pipeline import make_train_iterator
 from ditjax.diffusion import create_diffusion, guided_model_fn
 from ditjax.models import DiT, create_model, forward_macs
@@ -67,16 +67,22 @@ class BenchSpec:
         )
 
 
-def _median_time(call: Callable[[], Any], repeats: int, warmup: int) -> list[float]:
-    """Seconds of each of `repeats` calls, after `warmup` untimed ones; `call` must block."""
+def _median_time(
+    call: Callable[[], Any], repeats: int, warmup: int, probe: MatmulProbe | None = None
+) -> tuple[list[float], list[float]]:
+    """Seconds of each of `repeats` calls, after `warmup` untimed ones (`call` must block),
+    and the reference matmul's FLOP/s sampled by `probe` after each timed call (none without
+    a probe)."""
     for _ in range(warmup):
         call()
-    times = []
+    times, reference_rates = [], []
     for _ in range(repeats):
         start = time.perf_counter()
         call()
         times.append(time.perf_counter() - start)
-    return times
+        if probe is not None:
+            reference_rates.append(probe.flops_per_s())
+    return times, reference_rates
 
 
 def _compile(jitted, *args) -> tuple[Any, float]:
@@ -93,13 +99,17 @@ def _model_result(
     *,
     images: int,
     forwards_per_image: float,
-    times: list[float],
+    times: tuple[list[float], list[float]],
     compile_s: float,
     **extra: Any,
 ) -> dict[str, Any]:
-    step_s = statistics.median(times)
+    """`times`: step times and the reference rates sampled between them (`_median_time`);
+    utilisation is against their median where there are any, else against `peak`."""
+    step_times, reference_rates = times
+    step_s = statistics.median(step_times)
     flops = 2.0 * forward_macs(model) * forwards_per_image * images
     achieved = flops / step_s
+    reference = statistics.median(reference_rates) if reference_rates else peak.flops_per_s
     memory, memory_kind = peak_memory_bytes()
     return {
         "mode": mode,
@@ -112,19 +122,15 @@ def _model_result(
         "devices": jax.device_count(),
         "images_per_s": images / step_s,
         "step_s": step_s,
-        "step_times_s": times,
+        "step_times_s": step_times,
         "compile_s": compile_s,
         "model_tflop_per_step": flops / 1e12,
         "tflops_per_s": achieved / 1e12,
-        "utilisation": utilisation(achieved, jax.device_count(), peak),
+        "reference_tflops_per_s": reference / 1e12,
+        "utilisation": achieved / (reference * jax.device_count()),
         "peak_memory_bytes": memory,
         "peak_memory_kind": memory_kind,
     }
-
-
-def utilisation(flops_per_s: float, devices: int, peak: ReferencePeak) -> float:
-    """The share of `devices` x the reference peak that `flops_per_s` achieves."""
-    return flops_per_s / (peak.flops_per_s * devices)
 
 
 def _init_params(model: DiT, latent_shape: tuple[int, int, int]) -> dict:
@@ -185,7 +191,7 @@ def bench_train(spec: BenchSpec, peak: ReferencePeak) -> dict[str, Any]:
         carry["state"], metrics = compiled(carry["state"], batch)
         jax.block_until_ready(metrics)
 
-    times = _median_time(call, spec.repeats, spec.warmup)
+    times = _median_time(call, spec.repeats, spec.warmup, peak.probe)
     return _model_result(
         "train",
         spec,
@@ -226,7 +232,10 @@ def bench_forward(spec: BenchSpec, peak: ReferencePeak) -> dict[str, Any]:
     t = jnp.full((spec.batch_size,), 500, jnp.int32)
     compiled, compile_s = _compile(forward, params, x, t)
     times = _median_time(
-        lambda: jax.block_until_ready(compiled(params, x, t)), spec.repeats, spec.warmup
+        lambda: jax.block_until_ready(compiled(params, x, t)),
+        spec.repeats,
+        spec.warmup,
+        peak.probe,
     )
     return _model_result(
         "forward",
@@ -261,7 +270,10 @@ def bench_sample(spec: BenchSpec, peak: ReferencePeak) -> dict[str, Any]:
     key = jax.random.key(0)
     compiled, compile_s = _compile(sample, params, labels, key)
     times = _median_time(
-        lambda: jax.block_until_ready(compiled(params, labels, key)), spec.repeats, spec.warmup
+        lambda: jax.block_until_ready(compiled(params, labels, key)),
+        spec.repeats,
+        spec.warmup,
+        peak.probe,
     )
     result = _model_result(
         "sample",

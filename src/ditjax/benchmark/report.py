@@ -14,6 +14,7 @@ _HEADERS = (
     "step ms",
     "compile s",
     "TFLOP/s",
+    "ref TFLOP/s",
     "utilisation",
     "peak mem MiB",
 )
@@ -47,6 +48,7 @@ def _row(result: dict[str, Any]) -> list[str]:
         number("step_s", ".1f", 1e3),
         number("compile_s", ".1f"),
         number("tflops_per_s", ".3g"),
+        number("reference_tflops_per_s", ".3g"),
         number("utilisation", ".1%"),
         number("peak_memory_bytes", ".0f", 2**-20),
     ]
