@@ -192,7 +192,7 @@ def _reference_words(peak: dict[str, Any]) -> str:
     """How the reference peak reads under the table."""
     if peak["sampled_during_modes"]:
         return (
-            f"a {peak['source']} timed between the repeats of each mode (the reference column; "
+            f"a {peak['source']} timed between the repeats of each mode (the ref TFLOP/s column; "
             f"{peak['tflops_per_s']:.3f} TFLOP/s at the start)"
         )
     return f"{peak['tflops_per_s']:.3f} TFLOP/s per device ({peak['source']})"
