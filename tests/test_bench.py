@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ditjax import bench
-from ditjax.benchmark import MatmulProbe, known_peak_tflops, markdown_table, measure_matmul_flops
+from ditjax.benchmark import MatmulProbe, known_peak_tflops, markdown_table
 
 TINY = [
     "--model=DiT-S/4",
@@ -121,4 +121,4 @@ def test_the_matmul_probe_measures_and_names_bad_arguments():
     with pytest.raises(ValueError, match="size"):
         MatmulProbe(0)
     with pytest.raises(ValueError, match="warmup"):
-        measure_matmul_flops(64, warmup=0)
+        probe.flops_per_s(warmup=-1)

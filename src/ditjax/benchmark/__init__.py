@@ -6,7 +6,6 @@ from ditjax.benchmark.device import (
     MatmulProbe,
     ReferencePeak,
     known_peak_tflops,
-    measure_matmul_flops,
     peak_memory_bytes,
     reference_peak,
 )
@@ -32,7 +31,6 @@ __all__ = [
     "format_table",
     "known_peak_tflops",
     "markdown_table",
-    "measure_matmul_flops",
     "peak_memory_bytes",
     "reference_peak",
     "write_json",

@@ -66,14 +66,6 @@ class MatmulProbe:
         return 2.0 * self.size**3 / statistics.median(times)
 
 
-def measure_matmul_flops(size: int = 2048, repeats: int = 10, warmup: int = 3) -> float:
-    """FLOP/s of a float32 (size, size) matmul: the median of `repeats` timed calls after
-    `warmup` untimed ones."""
-    if repeats < 1 or warmup < 1:
-        raise ValueError(f"repeats and warmup must be positive, got {repeats}, {warmup}")
-    return MatmulProbe(size).flops_per_s(repeats, warmup)
-
-
 @dataclasses.dataclass(frozen=True)
 class ReferencePeak:
     """The FLOP/s that utilisation is reported against, per device, and where it came from:

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ditjax.benchmark.device import MatmulProbe, ReferencePeak, peak_memory_bytes
+from ditjax.benchmark.device import ReferencePeak, peak_memory_bytes
 from ditjax.data.pipeline import make_train_iterator
 from ditjax.diffusion import create_diffusion, guided_model_fn
 from ditjax.models import DiT, create_model, forward_macs
@@ -67,22 +67,29 @@ class BenchSpec:
         )
 
 
-def _median_time(
-    call: Callable[[], Any], repeats: int, warmup: int, probe: MatmulProbe | None = None
-) -> tuple[list[float], list[float]]:
-    """Seconds of each of `repeats` calls, after `warmup` untimed ones (`call` must block),
-    and the reference matmul's FLOP/s sampled by `probe` after each timed call (none without
-    a probe)."""
-    for _ in range(warmup):
+@dataclasses.dataclass(frozen=True)
+class _Timing:
+    """Seconds of each timed call of a mode, and the per-device FLOP/s its utilisation is
+    against: the median of the reference matmul sampled between the calls, or the peak."""
+
+    step_times: list[float]
+    reference_flops_per_s: float
+
+
+def _time_repeats(call: Callable[[], Any], spec: BenchSpec, peak: ReferencePeak) -> _Timing:
+    """`spec.repeats` timed calls after `spec.warmup` untimed ones (`call` must block); with
+    a measured peak, its probe is sampled after each timed call."""
+    for _ in range(spec.warmup):
         call()
     times, reference_rates = [], []
-    for _ in range(repeats):
+    for _ in range(spec.repeats):
         start = time.perf_counter()
         call()
         times.append(time.perf_counter() - start)
-        if probe is not None:
-            reference_rates.append(probe.flops_per_s())
-    return times, reference_rates
+        if peak.probe is not None:
+            reference_rates.append(peak.probe.flops_per_s())
+    reference = statistics.median(reference_rates) if reference_rates else peak.flops_per_s
+    return _Timing(times, reference)
 
 
 def _compile(jitted, *args) -> tuple[Any, float]:
@@ -95,21 +102,17 @@ def _model_result(
     mode: str,
     spec: BenchSpec,
     model: DiT,
-    peak: ReferencePeak,
     *,
     images: int,
     forwards_per_image: float,
-    times: tuple[list[float], list[float]],
+    timing: _Timing,
     compile_s: float,
     **extra: Any,
 ) -> dict[str, Any]:
-    """`times`: step times and the reference rates sampled between them (`_median_time`);
-    utilisation is against their median where there are any, else against `peak`."""
-    step_times, reference_rates = times
-    step_s = statistics.median(step_times)
+    step_s = statistics.median(timing.step_times)
     flops = 2.0 * forward_macs(model) * forwards_per_image * images
     achieved = flops / step_s
-    reference = statistics.median(reference_rates) if reference_rates else peak.flops_per_s
+    reference = timing.reference_flops_per_s
     memory, memory_kind = peak_memory_bytes()
     return {
         "mode": mode,
@@ -122,7 +125,7 @@ def _model_result(
         "devices": jax.device_count(),
         "images_per_s": images / step_s,
         "step_s": step_s,
-        "step_times_s": step_times,
+        "step_times_s": timing.step_times,
         "compile_s": compile_s,
         "model_tflop_per_step": flops / 1e12,
         "tflops_per_s": achieved / 1e12,
@@ -191,15 +194,14 @@ def bench_train(spec: BenchSpec, peak: ReferencePeak) -> dict[str, Any]:
         carry["state"], metrics = compiled(carry["state"], batch)
         jax.block_until_ready(metrics)
 
-    times = _median_time(call, spec.repeats, spec.warmup, peak.probe)
+    timing = _time_repeats(call, spec, peak)
     return _model_result(
         "train",
         spec,
         model,
-        peak,
         images=spec.batch_size,
         forwards_per_image=TRAIN_FORWARDS,
-        times=times,
+        timing=timing,
         compile_s=compile_s,
     )
 
@@ -231,20 +233,14 @@ def bench_forward(spec: BenchSpec, peak: ReferencePeak) -> dict[str, Any]:
     x = jax.random.normal(jax.random.key(1), (spec.batch_size, *latent_shape), jnp.float32)
     t = jnp.full((spec.batch_size,), 500, jnp.int32)
     compiled, compile_s = _compile(forward, params, x, t)
-    times = _median_time(
-        lambda: jax.block_until_ready(compiled(params, x, t)),
-        spec.repeats,
-        spec.warmup,
-        peak.probe,
-    )
+    timing = _time_repeats(lambda: jax.block_until_ready(compiled(params, x, t)), spec, peak)
     return _model_result(
         "forward",
         spec,
         model,
-        peak,
         images=spec.batch_size,
         forwards_per_image=_guided_forwards(spec.cfg_scale),
-        times=times,
+        timing=timing,
         compile_s=compile_s,
         cfg_scale=spec.cfg_scale,
         model_batch=spec.batch_size * _guided_forwards(spec.cfg_scale),
@@ -269,20 +265,14 @@ def bench_sample(spec: BenchSpec, peak: ReferencePeak) -> dict[str, Any]:
     labels = jnp.arange(spec.batch_size, dtype=jnp.int32) % model.num_classes
     key = jax.random.key(0)
     compiled, compile_s = _compile(sample, params, labels, key)
-    times = _median_time(
-        lambda: jax.block_until_ready(compiled(params, labels, key)),
-        spec.repeats,
-        spec.warmup,
-        peak.probe,
-    )
+    timing = _time_repeats(lambda: jax.block_until_ready(compiled(params, labels, key)), spec, peak)
     result = _model_result(
         "sample",
         spec,
         model,
-        peak,
         images=spec.batch_size,
         forwards_per_image=spec.sample_steps * _guided_forwards(spec.cfg_scale),
-        times=times,
+        timing=timing,
         compile_s=compile_s,
         cfg_scale=spec.cfg_scale,
         sampler=spec.sampler,
