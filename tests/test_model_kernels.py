@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ditjax.models.attention import dot_product_attention, explicit_attention
+from ditjax.models.attention import dot_product_attention, example_groups, explicit_attention
 from ditjax.models.gradient_boundary import gradient_boundary
 from ditjax.models.layers import Dense
 
@@ -35,6 +35,31 @@ def test_explicit_attention_matches_jax_in_value_and_gradient():
     expected = jax.grad(loss(theirs), argnums=(0, 1, 2))(q, k, v)
     for got, want in zip(grads, expected, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(("batch", "groups"), [(8, 4), (12, 4), (6, 2), (2, 2), (3, 1), (1, 1)])
+def test_example_groups_divide_the_batch(batch, groups):
+    assert example_groups(batch) == groups
+
+
+def test_grouped_attention_matches_each_example_alone():
+    rng = np.random.default_rng(4)
+    q, k, v, w = (jnp.asarray(rng.normal(size=(8, 5, 2, 4)).astype(np.float32)) for _ in range(4))
+
+    def loss(q, k, v, w=w):
+        return jnp.sum(explicit_attention(q, k, v, 0.5) * w)
+
+    grouped = explicit_attention(q, k, v, 0.5)
+    alone = jnp.concatenate(
+        [explicit_attention(q[i : i + 1], k[i : i + 1], v[i : i + 1], 0.5) for i in range(8)]
+    )
+    np.testing.assert_allclose(grouped, alone, rtol=1e-6, atol=1e-7)
+    grads = jax.grad(loss, argnums=(0, 1, 2))(q, k, v)
+    for i in range(8):
+        one = slice(i, i + 1)
+        expected = jax.grad(loss, argnums=(0, 1, 2))(q[one], k[one], v[one], w[one])
+        for got, want in zip(grads, expected, strict=True):
+            np.testing.assert_allclose(got[one], want, rtol=1e-5, atol=1e-6)
 
 
 def test_default_attention_on_cpu_is_the_explicit_form():
