@@ -9,13 +9,7 @@ from ditjax.benchmark.device import (
     peak_memory_bytes,
     reference_peak,
 )
-from ditjax.benchmark.modes import (
-    BenchSpec,
-    bench_data,
-    bench_forward,
-    bench_sample,
-    bench_train,
-)
+from ditjax.benchmark.modes import BenchSpec, bench_data, bench_forward, bench_sample, bench_train
 from ditjax.benchmark.report import format_table, markdown_table, write_json
 from ditjax.benchmark.synthetic_latents import write_synthetic_latents
 
