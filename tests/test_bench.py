@@ -3,11 +3,12 @@
 import json
 import math
 
+import jax
 import numpy as np
 import pytest
 
 from ditjax import bench
-from ditjax.benchmark import MatmulProbe, known_peak_tflops, markdown_table
+from ditjax.benchmark import MatmulProbe, describe, known_peak_tflops, markdown_table
 
 TINY = [
     "--model=DiT-S/4",
@@ -122,3 +123,67 @@ def test_the_matmul_probe_measures_and_names_bad_arguments():
         MatmulProbe(0)
     with pytest.raises(ValueError, match="warmup"):
         probe.flops_per_s(warmup=-1)
+
+
+def test_a_sweep_measures_every_variant_and_names_the_best(tmp_path):
+    sweep = [*TINY, "--batch_size=2,4", "--remat=none,full", "--mode=train,forward"]
+    report = bench.main([*sweep, f"--out_dir={tmp_path}"])
+    results = report["results"]
+    train = [r for r in results if r["mode"] == "train"]
+    forward = [r for r in results if r["mode"] == "forward"]
+    variants = [(r["batch_size"], r["model_overrides"].get("remat_policy", "none")) for r in train]
+    assert variants == [(2, "none"), (2, "full"), (4, "none"), (4, "full")]
+    # The remat policy only changes a backward pass: the forward runs once per batch size.
+    assert [r["batch_size"] for r in forward] == [2, 4]
+    assert all("remat_policy" not in r["model_overrides"] for r in forward)
+    # Rematerialising recomputes the forward, but the model FLOPs are the model's.
+    assert train[0]["model_tflop_per_step"] == train[1]["model_tflop_per_step"]
+    assert np.isclose(train[2]["model_tflop_per_step"], 2 * train[0]["model_tflop_per_step"])
+    best = report["best"]
+    assert set(best) == {"train", "forward"}
+    for mode, rows in (("train", train), ("forward", forward)):
+        assert results[best[mode]]["mode"] == mode
+        assert results[best[mode]]["utilisation"] == max(r["utilisation"] for r in rows)
+    markdown = (tmp_path / "results-cpu.md").read_text()
+    assert "| train | batch 2, remat full |" in markdown
+    assert f"- best train: {describe(results[best['train']])}" in markdown
+
+
+def test_a_variant_out_of_memory_is_reported_and_the_sweep_goes_on(monkeypatch):
+    measure = bench.bench_train
+
+    def bench_train(spec, peak):
+        if spec.batch_size == 4:
+            raise jax.errors.JaxRuntimeError(
+                "RESOURCE_EXHAUSTED: Out of memory while trying to allocate 81.0GiB."
+            )
+        return measure(spec, peak)
+
+    monkeypatch.setattr(bench, "bench_train", bench_train)
+    report = bench.main([*TINY, "--batch_size=4,2", "--mode=train,forward"])
+    failed, trained, *forward = report["results"]
+    assert failed["batch_size"] == 4 and failed["error"].startswith("out of memory")
+    assert "utilisation" not in failed and describe(failed) == "batch 4: out of memory"
+    assert trained["batch_size"] == 2 and positive(trained["utilisation"])
+    assert [r["batch_size"] for r in forward] == [4, 2]
+    assert "train" not in report["best"]  # one measured variant: nothing to compare
+    assert "| train | batch 4: out of memory | - |" in markdown_table(report["results"])
+
+    def broken(spec, peak):
+        raise jax.errors.JaxRuntimeError("INTERNAL: the compiler failed")
+
+    monkeypatch.setattr(bench, "bench_train", broken)
+    with pytest.raises(jax.errors.JaxRuntimeError, match="INTERNAL"):
+        bench.main([*TINY, "--mode=train"])
+
+
+def test_bad_sweeps_are_named_before_anything_runs():
+    for flag, match in (
+        ("--batch_size=0,2", "--batch_size"),
+        ("--batch_size=2,two", "--batch_size"),
+        ("--remat=none,sometimes", "--remat"),
+        ("--attention_impl=flash", "--attention_impl"),
+        ("--attention_impl=cudnn", "needs a GPU"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            bench.main([*TINY, "--mode=train", flag])

@@ -7,17 +7,26 @@ warm-up, compile time, model TFLOP/s from the analytic forward cost, utilisation
 device's peak (published for GPUs and TPUs, `--peak_tflops` to override; on CPU a float32
 matmul timed between the repeats of each mode) and peak memory. `--out_dir` writes
 results-<device>.json and .md there.
+
+`--batch_size`, `--remat` and `--attention_impl` take comma lists: every combination is
+measured in each mode (the remat policies in `train` only), a variant that runs out of device
+memory is reported as such and the sweep goes on, and the best variant of each mode is named
+at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import dataclasses
 import datetime
+import itertools
 import json
 import os
 import re
 import sys
 import tempfile
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -28,6 +37,7 @@ from ditjax.benchmark import (
     bench_forward,
     bench_sample,
     bench_train,
+    describe,
     format_table,
     markdown_table,
     reference_peak,
@@ -35,10 +45,12 @@ from ditjax.benchmark import (
     write_synthetic_latents,
 )
 from ditjax.host_memory import retain_freed_host_memory
+from ditjax.models import REMAT_POLICIES
 from ditjax.models.registry import DTYPES
 from ditjax.sampling import SAMPLERS
 
 MODES = ("train", "forward", "sample", "data")
+ATTENTION_IMPLS = ("", "xla", "cudnn")
 
 
 def parse_modes(text: str) -> list[str]:
@@ -66,6 +78,23 @@ def parse_overrides(text: str) -> tuple[tuple[str, Any], ...]:
     return tuple(pairs)
 
 
+def parse_list(text: str, flag: str, convert=str, choices: Sequence[Any] = ()) -> list[Any]:
+    """'64,128' -> [64, 128] for a comma-list flag, each item converted and checked against
+    `choices` when given; an empty item is kept only where it is itself a choice ('' = the
+    default attention)."""
+    items = [item.strip() for item in text.split(",")]
+    if "" not in choices:
+        items = [item for item in items if item]
+    try:
+        values = [convert(item) for item in items]
+    except ValueError:
+        values = []
+    if not values or (choices and any(v not in choices for v in values)):
+        wanted = f" of {tuple(choices)}" if choices else ""
+        raise ValueError(f"{flag} wants a comma list{wanted}, got {text!r}")
+    return list(dict.fromkeys(values))
+
+
 def device_slug(device_kind: str, platform: str) -> str:
     """A file-name form of the device: 'cpu', 'nvidia-h100-80gb-hbm3', 'tpu-v4'."""
     if platform == "cpu":
@@ -83,11 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default="DiT-S/2")
     parser.add_argument("--model_overrides", default="", help="DiT fields, e.g. depth=2")
     parser.add_argument("--latent_size", type=int, default=32)
-    parser.add_argument("--batch_size", type=int, default=8, help="global batch (images)")
+    parser.add_argument("--batch_size", default="8", help="global batch (images); a comma list")
     parser.add_argument("--dtype", choices=list(DTYPES), default="float32")
     parser.add_argument("--scan_blocks", action="store_true")
-    parser.add_argument("--remat", default="none")
-    parser.add_argument("--attention_impl", default="", choices=["", "xla", "cudnn"])
+    parser.add_argument("--remat", default="none", help=f"a comma list of {REMAT_POLICIES}")
+    parser.add_argument(
+        "--attention_impl", default="", help="a comma list of '' (default), xla, cudnn"
+    )
     parser.add_argument("--mesh", type=int, nargs=2, default=(-1, 1), help="data fsdp")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per mode")
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls after compiling")
@@ -105,27 +136,87 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _spec(args: argparse.Namespace) -> BenchSpec:
-    overrides = dict(parse_overrides(args.model_overrides))
+def _specs(args: argparse.Namespace) -> list[BenchSpec]:
+    """One BenchSpec per combination of the swept flags (batch size, remat, attention)."""
+    batch_sizes = parse_list(args.batch_size, "--batch_size", int)
+    if min(batch_sizes) < 1:
+        raise ValueError(f"--batch_size wants positive sizes, got {args.batch_size!r}")
+    remats = parse_list(args.remat, "--remat", choices=REMAT_POLICIES)
+    attentions = parse_list(args.attention_impl, "--attention_impl", choices=ATTENTION_IMPLS)
+    if "cudnn" in attentions and jax.default_backend() != "gpu":
+        raise ValueError(
+            f"--attention_impl=cudnn needs a GPU; this run's backend is {jax.default_backend()}"
+        )
+    base = dict(parse_overrides(args.model_overrides))
     if args.scan_blocks:
-        overrides["scan_blocks"] = True
-    if args.remat != "none":
-        overrides["remat_policy"] = args.remat
-    if args.attention_impl:
-        overrides["attention_impl"] = args.attention_impl
-    return BenchSpec(
-        model=args.model,
-        latent_size=args.latent_size,
-        batch_size=args.batch_size,
-        dtype=args.dtype,
-        model_overrides=tuple(overrides.items()),
-        repeats=args.repeats,
-        warmup=args.warmup,
-        cfg_scale=args.cfg_scale,
-        sampler=args.sampler,
-        sample_steps=args.sample_steps,
-        mesh=tuple(args.mesh),
+        base["scan_blocks"] = True
+    specs = []
+    for batch_size, remat, attention in itertools.product(batch_sizes, remats, attentions):
+        overrides = dict(base)
+        if remat != "none":
+            overrides["remat_policy"] = remat
+        if attention:
+            overrides["attention_impl"] = attention
+        specs.append(
+            BenchSpec(
+                model=args.model,
+                latent_size=args.latent_size,
+                batch_size=batch_size,
+                dtype=args.dtype,
+                model_overrides=tuple(overrides.items()),
+                repeats=args.repeats,
+                warmup=args.warmup,
+                cfg_scale=args.cfg_scale,
+                sampler=args.sampler,
+                sample_steps=args.sample_steps,
+                mesh=tuple(args.mesh),
+            )
+        )
+    return specs
+
+
+def inference_specs(specs: Sequence[BenchSpec]) -> list[BenchSpec]:
+    """The variants that differ for a forward pass: the remat policy is dropped (it only
+    changes a backward pass) and the duplicates it leaves removed, in order."""
+    unique = {}
+    for spec in specs:
+        overrides = tuple((k, v) for k, v in spec.model_overrides if k != "remat_policy")
+        variant = dataclasses.replace(spec, model_overrides=overrides)
+        unique.setdefault(variant, variant)
+    return list(unique)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether a JAX runtime error says the device ran out of memory."""
+    text = str(error)
+    return isinstance(error, jax.errors.JaxRuntimeError) and (
+        "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower()
     )
+
+
+def _out_of_memory_result(mode: str, spec: BenchSpec, error: BaseException) -> dict[str, Any]:
+    return {
+        "mode": mode,
+        "model": spec.model,
+        "model_overrides": dict(spec.model_overrides),
+        "dtype": spec.dtype,
+        "batch_size": spec.batch_size,
+        "error": "out of memory: " + str(error).splitlines()[0][:200],
+    }
+
+
+def best_results(results: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """For each model mode measured in more than one variant, the index of the result with
+    the highest utilisation."""
+    best: dict[str, int] = {}
+    counts = collections.Counter(r["mode"] for r in results if "utilisation" in r)
+    for i, result in enumerate(results):
+        mode = result["mode"]
+        if mode == "data" or "utilisation" not in result or counts[mode] < 2:
+            continue
+        if mode not in best or result["utilisation"] > results[best[mode]]["utilisation"]:
+            best[mode] = i
+    return best
 
 
 def _data_results(args: argparse.Namespace, spec: BenchSpec) -> list[dict[str, Any]]:
@@ -158,19 +249,28 @@ def _data_results(args: argparse.Namespace, spec: BenchSpec) -> list[dict[str, A
 
 
 def run_benchmarks(args: argparse.Namespace) -> dict[str, Any]:
-    """Runs the chosen modes; the report holds the device, the reference peak and results."""
+    """Runs the chosen modes for every variant; the report holds the device, the reference
+    peak, the results and the best variant of each mode."""
     modes = parse_modes(args.mode)
-    spec = _spec(args)
-    spec.create_model()  # a bad model name or field fails before anything is timed
+    specs = _specs(args)
+    for spec in specs:
+        spec.create_model()  # a bad model name or field fails before anything is timed
     peak = reference_peak(args.peak_tflops, args.matmul_size)
     benches = {"train": bench_train, "forward": bench_forward, "sample": bench_sample}
     results = []
     for mode in modes:
         if mode == "data":
-            results.extend(_data_results(args, spec))
-        else:
-            results.append(benches[mode](spec, peak))
-        print(format_table(results[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
+            results.extend(_data_results(args, specs[0]))
+            print(format_table(results[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
+            continue
+        for spec in specs if mode == "train" else inference_specs(specs):
+            try:
+                results.append(benches[mode](spec, peak))
+            except jax.errors.JaxRuntimeError as error:
+                if not is_out_of_memory(error):
+                    raise
+                results.append(_out_of_memory_result(mode, spec, error))
+            print(format_table(results[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
     return {
         "command": "python -m ditjax.bench " + " ".join(args.argv),
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -185,6 +285,7 @@ def run_benchmarks(args: argparse.Namespace) -> dict[str, Any]:
             "sampled_during_modes": peak.probe is not None,
         },
         "results": results,
+        "best": best_results(results),
     }
 
 
@@ -206,6 +307,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(format_table(report["results"]))
     peak = report["reference_peak"]
     print(f"utilisation against {_reference_words(peak)}")
+    for mode, index in report["best"].items():
+        best = report["results"][index]
+        print(f"best {mode}: {describe(best)}, {best['utilisation']:.1%}")
     if args.out_dir and jax.process_index() == 0:
         slug = device_slug(report["device_kind"], report["platform"])
         write_json(os.path.join(args.out_dir, f"results-{slug}.json"), report)
@@ -215,6 +319,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f.write(f"({report['devices']} device(s)); utilisation against ")
             f.write(f"{_reference_words(peak)}.\n\n")
             f.write(markdown_table(report["results"]) + "\n")
+            if report["best"]:
+                f.write("\n")
+            for mode, index in report["best"].items():
+                best = report["results"][index]
+                f.write(f"- best {mode}: {describe(best)}, {best['utilisation']:.1%}\n")
         os.replace(markdown + ".tmp", markdown)
     return report
 

@@ -10,7 +10,7 @@ from ditjax.benchmark.device import (
     reference_peak,
 )
 from ditjax.benchmark.modes import BenchSpec, bench_data, bench_forward, bench_sample, bench_train
-from ditjax.benchmark.report import format_table, markdown_table, write_json
+from ditjax.benchmark.report import describe, format_table, markdown_table, write_json
 from ditjax.benchmark.synthetic_latents import write_synthetic_latents
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "bench_forward",
     "bench_sample",
     "bench_train",
+    "describe",
     "format_table",
     "known_peak_tflops",
     "markdown_table",

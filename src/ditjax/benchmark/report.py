@@ -20,20 +20,38 @@ _HEADERS = (
 )
 
 
+# Model fields a benchmark sweeps, as they read in a result's description.
+_VARIANT_FIELDS = (("remat_policy", "remat"), ("attention_impl", "attention"))
+
+
+def _variant(result: dict[str, Any]) -> str:
+    """', remat full, attention cudnn' for the swept fields a result's model sets."""
+    overrides = result.get("model_overrides") or {}
+    words = [f", {label} {overrides[key]}" for key, label in _VARIANT_FIELDS if key in overrides]
+    if overrides.get("scan_blocks"):
+        words.append(", scanned blocks")
+    return "".join(words)
+
+
 def describe(result: dict[str, Any]) -> str:
-    """One line saying what a result measured, e.g. 'batch 2x8 (CFG 4)'."""
+    """One line saying what a result measured, e.g. 'batch 2x8 (CFG 4)' or 'batch 256,
+    remat dots_saveable: out of memory'."""
     batch = result["batch_size"]
     mode = result["mode"]
     if mode == "data":
         return f"batch {batch}, {result['workers']} workers"
+    if "error" in result:
+        return f"batch {batch}{_variant(result)}: {result['error'].split(':')[0]}"
     if mode == "forward":
-        return f"batch {result['model_batch'] // batch}x{batch} (CFG {result['cfg_scale']:g})"
-    if mode == "sample":
-        return (
+        what = f"batch {result['model_batch'] // batch}x{batch} (CFG {result['cfg_scale']:g})"
+    elif mode == "sample":
+        what = (
             f"batch {batch}, {result['sample_steps']} {result['sampler']} steps "
             f"(CFG {result['cfg_scale']:g})"
         )
-    return f"batch {batch}"
+    else:
+        what = f"batch {batch}"
+    return what + _variant(result)
 
 
 def _row(result: dict[str, Any]) -> list[str]:
