@@ -145,7 +145,7 @@ def test_a_sweep_measures_every_variant_and_names_the_best(tmp_path):
         assert results[best[mode]]["mode"] == mode
         assert results[best[mode]]["utilisation"] == max(r["utilisation"] for r in rows)
     markdown = (tmp_path / "results-cpu.md").read_text()
-    assert "| train | batch 2, remat full |" in markdown
+    assert "| train | DiT-S/4, batch 2, remat full |" in markdown
     assert f"- best train: {describe(results[best['train']])}" in markdown
 
 
@@ -163,11 +163,11 @@ def test_a_variant_out_of_memory_is_reported_and_the_sweep_goes_on(monkeypatch):
     report = bench.main([*TINY, "--batch_size=4,2", "--mode=train,forward"])
     failed, trained, *forward = report["results"]
     assert failed["batch_size"] == 4 and failed["error"].startswith("out of memory")
-    assert "utilisation" not in failed and describe(failed) == "batch 4: out of memory"
+    assert "utilisation" not in failed and describe(failed) == "DiT-S/4, batch 4: out of memory"
     assert trained["batch_size"] == 2 and positive(trained["utilisation"])
     assert [r["batch_size"] for r in forward] == [4, 2]
     assert "train" not in report["best"]  # one measured variant: nothing to compare
-    assert "| train | batch 4: out of memory | - |" in markdown_table(report["results"])
+    assert "| train | DiT-S/4, batch 4: out of memory | - |" in markdown_table(report["results"])
 
     def broken(spec, peak):
         raise jax.errors.JaxRuntimeError("INTERNAL: the compiler failed")
@@ -187,3 +187,18 @@ def test_bad_sweeps_are_named_before_anything_runs():
     ):
         with pytest.raises(ValueError, match=match):
             bench.main([*TINY, "--mode=train", flag])
+
+
+def test_every_combination_of_the_swept_flags_is_a_variant():
+    flags = ["--model=DiT-S/4,DiT-B/4", "--batch_size=2,4", "--remat=none,full", "--scan_blocks"]
+    args = bench.build_parser().parse_args(flags)
+    specs = bench._specs(args)
+    assert [(s.model, s.batch_size, dict(s.model_overrides)) for s in specs] == [
+        (model, batch, {"scan_blocks": True, **remat})
+        for model in ("DiT-S/4", "DiT-B/4")
+        for batch in (2, 4)
+        for remat in ({}, {"remat_policy": "full"})
+    ]
+    assert len(bench.inference_specs(specs)) == 4
+    with pytest.raises(ValueError, match="DiT-Q/9"):
+        bench.main([*TINY, "--mode=train", "--model=DiT-S/4,DiT-Q/9"])

@@ -8,7 +8,7 @@ device's peak (published for GPUs and TPUs, `--peak_tflops` to override; on CPU 
 matmul timed between the repeats of each mode) and peak memory. `--out_dir` writes
 results-<device>.json and .md there.
 
-`--batch_size`, `--remat` and `--attention_impl` take comma lists: every combination is
+`--model`, `--batch_size`, `--remat` and `--attention_impl` take comma lists: every combination is
 measured in each mode (the remat policies in `train` only), a variant that runs out of device
 memory is reported as such and the sweep goes on, and the best variant of each mode is named
 at the end.
@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--mode", default="all", help=f"'all' or a comma list of {MODES}")
-    parser.add_argument("--model", default="DiT-S/2")
+    parser.add_argument("--model", default="DiT-S/2", help="a comma list of model names")
     parser.add_argument("--model_overrides", default="", help="DiT fields, e.g. depth=2")
     parser.add_argument("--latent_size", type=int, default=32)
     parser.add_argument("--batch_size", default="8", help="global batch (images); a comma list")
@@ -137,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _specs(args: argparse.Namespace) -> list[BenchSpec]:
-    """One BenchSpec per combination of the swept flags (batch size, remat, attention)."""
+    """One BenchSpec per combination of the swept flags (model, batch size, remat, attention)."""
+    models = parse_list(args.model, "--model")
     batch_sizes = parse_list(args.batch_size, "--batch_size", int)
     if min(batch_sizes) < 1:
         raise ValueError(f"--batch_size wants positive sizes, got {args.batch_size!r}")
@@ -151,7 +152,9 @@ def _specs(args: argparse.Namespace) -> list[BenchSpec]:
     if args.scan_blocks:
         base["scan_blocks"] = True
     specs = []
-    for batch_size, remat, attention in itertools.product(batch_sizes, remats, attentions):
+    for model, batch_size, remat, attention in itertools.product(
+        models, batch_sizes, remats, attentions
+    ):
         overrides = dict(base)
         if remat != "none":
             overrides["remat_policy"] = remat
@@ -159,7 +162,7 @@ def _specs(args: argparse.Namespace) -> list[BenchSpec]:
             overrides["attention_impl"] = attention
         specs.append(
             BenchSpec(
-                model=args.model,
+                model=model,
                 latent_size=args.latent_size,
                 batch_size=batch_size,
                 dtype=args.dtype,

@@ -34,23 +34,24 @@ def _variant(result: dict[str, Any]) -> str:
 
 
 def describe(result: dict[str, Any]) -> str:
-    """One line saying what a result measured, e.g. 'batch 2x8 (CFG 4)' or 'batch 256,
-    remat dots_saveable: out of memory'."""
+    """One line saying what a result measured, e.g. 'DiT-S/2, batch 2x8 (CFG 4)' or 'DiT-XL/2,
+    batch 256, remat dots_saveable: out of memory'."""
     batch = result["batch_size"]
     mode = result["mode"]
     if mode == "data":
         return f"batch {batch}, {result['workers']} workers"
+    what = f"{result['model']}, "
     if "error" in result:
-        return f"batch {batch}{_variant(result)}: {result['error'].split(':')[0]}"
+        return what + f"batch {batch}{_variant(result)}: {result['error'].split(':')[0]}"
     if mode == "forward":
-        what = f"batch {result['model_batch'] // batch}x{batch} (CFG {result['cfg_scale']:g})"
+        what += f"batch {result['model_batch'] // batch}x{batch} (CFG {result['cfg_scale']:g})"
     elif mode == "sample":
-        what = (
+        what += (
             f"batch {batch}, {result['sample_steps']} {result['sampler']} steps "
             f"(CFG {result['cfg_scale']:g})"
         )
     else:
-        what = f"batch {batch}"
+        what += f"batch {batch}"
     return what + _variant(result)
 
 
