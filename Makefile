@@ -16,7 +16,7 @@ TEST_WORKERS ?= 2
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install test lint format demo sample bench clean
+.PHONY: install test lint format demo sample bench bench-accelerator clean
 
 install: $(DEV_STAMP)
 
@@ -60,6 +60,18 @@ endif
 # guided sampling loop); writes benchmarks/results-<device>.json and .md.
 bench: $(STAMP)
 	$(BIN)/python -m ditjax.bench --mode=all --sample_steps=10 --repeats=3 --out_dir=benchmarks
+
+# `make bench-accelerator`: DiT-XL/2 and DiT-B/2 at 256 px in bfloat16 on a GPU or TPU host,
+# every combination of BATCHES and REMAT (and ATTENTION: empty is JAX's choice; cudnn,xla
+# on a GPU compares the two), training and a 50-step guided sampling loop; variants that run
+# out of memory are reported and skipped. Writes benchmarks/results-<device>.json and .md.
+BATCHES ?= 64,128,256
+REMAT ?= none,dots_saveable
+ATTENTION ?=
+bench-accelerator: $(STAMP)
+	$(BIN)/python -m ditjax.bench --mode=train,sample --model=DiT-XL/2,DiT-B/2 \
+		--dtype=bfloat16 --batch_size=$(BATCHES) --remat=$(REMAT) --attention_impl=$(ATTENTION) \
+		--sample_steps=50 --repeats=3 --out_dir=benchmarks
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR)

@@ -31,6 +31,7 @@ MODEL_FIELDS = (
     "model_tflop_per_step",
     "tflops_per_s",
     "utilisation",
+    "program_memory_bytes",
     "peak_memory_bytes",
 )
 
@@ -139,6 +140,9 @@ def test_a_sweep_measures_every_variant_and_names_the_best(tmp_path):
     # Rematerialising recomputes the forward, but the model FLOPs are the model's.
     assert train[0]["model_tflop_per_step"] == train[1]["model_tflop_per_step"]
     assert np.isclose(train[2]["model_tflop_per_step"], 2 * train[0]["model_tflop_per_step"])
+    # Each program's own memory, not the process's high-water mark: twice the batch needs more.
+    assert train[2]["program_memory_bytes"] > train[0]["program_memory_bytes"]
+    assert forward[1]["program_memory_bytes"] > forward[0]["program_memory_bytes"]
     best = report["best"]
     assert set(best) == {"train", "forward"}
     for mode, rows in (("train", train), ("forward", forward)):

@@ -5,7 +5,8 @@ Modes: `train` (a jitted train step), `forward` (a guided forward: CFG doubles t
 alone, images/s per host) or `all`. Each reports images/s, the median step time after
 warm-up, compile time, model TFLOP/s from the analytic forward cost, utilisation against the
 device's peak (published for GPUs and TPUs, `--peak_tflops` to override; on CPU a float32
-matmul timed between the repeats of each mode) and peak memory. `--out_dir` writes
+matmul timed between the repeats of each mode), the memory the compiled program needs per
+device and the process's peak memory so far. `--out_dir` writes
 results-<device>.json and .md there.
 
 `--model`, `--batch_size`, `--remat` and `--attention_impl` take comma lists: every combination is

@@ -7,6 +7,7 @@ from ditjax.benchmark.device import (
     ReferencePeak,
     known_peak_tflops,
     peak_memory_bytes,
+    program_memory_bytes,
     reference_peak,
 )
 from ditjax.benchmark.modes import BenchSpec, bench_data, bench_forward, bench_sample, bench_train
@@ -27,6 +28,7 @@ __all__ = [
     "known_peak_tflops",
     "markdown_table",
     "peak_memory_bytes",
+    "program_memory_bytes",
     "reference_peak",
     "write_json",
     "write_synthetic_latents",

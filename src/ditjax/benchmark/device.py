@@ -8,6 +8,7 @@ import resource
 import statistics
 import sys
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -99,9 +100,29 @@ def reference_peak(peak_tflops: float = 0.0, matmul_size: int = 2048) -> Referen
     )
 
 
+def program_memory_bytes(compiled: Any) -> int | None:
+    """Device memory one compiled program needs, per device, from XLA's buffer assignment:
+    its arguments, outputs and temporaries, less the outputs that reuse argument buffers.
+    Unlike the peak, it belongs to this program alone, so the variants of a sweep compare.
+    None where the backend gives no analysis."""
+    try:
+        stats = compiled.memory_analysis()
+    except (AttributeError, NotImplementedError, jax.errors.JaxRuntimeError):
+        return None
+    if stats is None:
+        return None
+    return int(
+        stats.argument_size_in_bytes
+        + stats.output_size_in_bytes
+        + stats.temp_size_in_bytes
+        - stats.alias_size_in_bytes
+    )
+
+
 def peak_memory_bytes() -> tuple[int, str]:
     """(bytes, what they are): the default device's peak allocation where the backend reports
-    it, else this process's maximum resident set size so far (CPU)."""
+    it, else this process's maximum resident set size so far (CPU); either is the highest so
+    far in the process, over every program it ran."""
     stats = jax.devices()[0].memory_stats() or {}
     if "peak_bytes_in_use" in stats:
         return int(stats["peak_bytes_in_use"]), "device peak_bytes_in_use"

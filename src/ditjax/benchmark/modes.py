@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ditjax.benchmark.device import ReferencePeak, peak_memory_bytes
+from ditjax.benchmark.device import ReferencePeak, peak_memory_bytes, program_memory_bytes
 from ditjax.data.pipeline import make_train_iterator
 from ditjax.diffusion import create_diffusion, guided_model_fn
 from ditjax.models import DiT, create_model, forward_macs
@@ -107,6 +107,7 @@ def _model_result(
     forwards_per_image: float,
     timing: _Timing,
     compile_s: float,
+    compiled: Any,
     **extra: Any,
 ) -> dict[str, Any]:
     step_s = statistics.median(timing.step_times)
@@ -131,6 +132,7 @@ def _model_result(
         "tflops_per_s": achieved / 1e12,
         "reference_tflops_per_s": reference / 1e12,
         "utilisation": achieved / (reference * jax.device_count()),
+        "program_memory_bytes": program_memory_bytes(compiled),
         "peak_memory_bytes": memory,
         "peak_memory_kind": memory_kind,
     }
@@ -203,6 +205,7 @@ def bench_train(spec: BenchSpec, peak: ReferencePeak) -> dict[str, Any]:
         forwards_per_image=TRAIN_FORWARDS,
         timing=timing,
         compile_s=compile_s,
+        compiled=compiled,
     )
 
 
@@ -242,6 +245,7 @@ def bench_forward(spec: BenchSpec, peak: ReferencePeak) -> dict[str, Any]:
         forwards_per_image=_guided_forwards(spec.cfg_scale),
         timing=timing,
         compile_s=compile_s,
+        compiled=compiled,
         cfg_scale=spec.cfg_scale,
         model_batch=spec.batch_size * _guided_forwards(spec.cfg_scale),
     )
@@ -274,6 +278,7 @@ def bench_sample(spec: BenchSpec, peak: ReferencePeak) -> dict[str, Any]:
         forwards_per_image=spec.sample_steps * _guided_forwards(spec.cfg_scale),
         timing=timing,
         compile_s=compile_s,
+        compiled=compiled,
         cfg_scale=spec.cfg_scale,
         sampler=spec.sampler,
         sample_steps=spec.sample_steps,

@@ -16,6 +16,7 @@ _HEADERS = (
     "TFLOP/s",
     "ref TFLOP/s",
     "utilisation",
+    "program MiB",
     "peak mem MiB",
 )
 
@@ -69,6 +70,7 @@ def _row(result: dict[str, Any]) -> list[str]:
         number("tflops_per_s", ".3g"),
         number("reference_tflops_per_s", ".3g"),
         number("utilisation", ".1%"),
+        number("program_memory_bytes", ".0f", 2**-20),
         number("peak_memory_bytes", ".0f", 2**-20),
     ]
 
