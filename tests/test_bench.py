@@ -144,13 +144,14 @@ def test_a_sweep_measures_every_variant_and_names_the_best(tmp_path):
     assert train[2]["program_memory_bytes"] > train[0]["program_memory_bytes"]
     assert forward[1]["program_memory_bytes"] > forward[0]["program_memory_bytes"]
     best = report["best"]
-    assert set(best) == {"train", "forward"}
+    assert set(best) == {"train DiT-S/4", "forward DiT-S/4"}
     for mode, rows in (("train", train), ("forward", forward)):
-        assert results[best[mode]]["mode"] == mode
-        assert results[best[mode]]["utilisation"] == max(r["utilisation"] for r in rows)
+        chosen = results[best[f"{mode} DiT-S/4"]]
+        assert chosen["mode"] == mode
+        assert chosen["utilisation"] == max(r["utilisation"] for r in rows)
     markdown = (tmp_path / "results-cpu.md").read_text()
     assert "| train | DiT-S/4, batch 2, remat full |" in markdown
-    assert f"- best train: {describe(results[best['train']])}" in markdown
+    assert f"- best train: {describe(results[best['train DiT-S/4']])}" in markdown
 
 
 def test_a_variant_out_of_memory_is_reported_and_the_sweep_goes_on(monkeypatch):
@@ -170,7 +171,7 @@ def test_a_variant_out_of_memory_is_reported_and_the_sweep_goes_on(monkeypatch):
     assert "utilisation" not in failed and describe(failed) == "DiT-S/4, batch 4: out of memory"
     assert trained["batch_size"] == 2 and positive(trained["utilisation"])
     assert [r["batch_size"] for r in forward] == [4, 2]
-    assert "train" not in report["best"]  # one measured variant: nothing to compare
+    assert "train DiT-S/4" not in report["best"]  # one measured variant: nothing to compare
     assert "| train | DiT-S/4, batch 4: out of memory | - |" in markdown_table(report["results"])
 
     def broken(spec, peak):
@@ -206,3 +207,26 @@ def test_every_combination_of_the_swept_flags_is_a_variant():
     assert len(bench.inference_specs(specs)) == 4
     with pytest.raises(ValueError, match="DiT-Q/9"):
         bench.main([*TINY, "--mode=train", "--model=DiT-S/4,DiT-Q/9"])
+
+
+def test_the_best_variant_is_chosen_per_mode_and_model():
+    def row(mode, model, utilisation=None):
+        result = {"mode": mode, "model": model, "batch_size": 8}
+        if utilisation is None:
+            result["error"] = "out of memory: RESOURCE_EXHAUSTED"
+        else:
+            result["utilisation"] = utilisation
+        return result
+
+    results = [
+        row("train", "DiT-XL/2", 0.41),
+        row("train", "DiT-XL/2", 0.52),
+        row("train", "DiT-XL/2"),
+        row("train", "DiT-B/2", 0.30),
+        row("train", "DiT-B/2", 0.29),
+        row("sample", "DiT-XL/2", 0.60),
+        row("sample", "DiT-B/2"),
+        row("sample", "DiT-B/2", 0.45),
+        {"mode": "data", "batch_size": 256, "workers": 0},
+    ]
+    assert bench.best_results(results) == {"train DiT-XL/2": 1, "train DiT-B/2": 3}

@@ -11,8 +11,8 @@ results-<device>.json and .md there.
 
 `--model`, `--batch_size`, `--remat` and `--attention_impl` take comma lists: every combination is
 measured in each mode (the remat policies in `train` only), a variant that runs out of device
-memory is reported as such and the sweep goes on, and the best variant of each mode is named
-at the end.
+memory is reported as such and the sweep goes on, and the best variant of each mode and
+model is named at the end.
 """
 
 from __future__ import annotations
@@ -210,16 +210,17 @@ def _out_of_memory_result(mode: str, spec: BenchSpec, error: BaseException) -> d
 
 
 def best_results(results: Sequence[dict[str, Any]]) -> dict[str, int]:
-    """For each model mode measured in more than one variant, the index of the result with
-    the highest utilisation."""
+    """For each model mode and model measured in more than one variant, 'train DiT-XL/2' say,
+    the index of the result with the highest utilisation."""
     best: dict[str, int] = {}
-    counts = collections.Counter(r["mode"] for r in results if "utilisation" in r)
-    for i, result in enumerate(results):
-        mode = result["mode"]
-        if mode == "data" or "utilisation" not in result or counts[mode] < 2:
+    measured = [(i, r) for i, r in enumerate(results) if "utilisation" in r]
+    counts = collections.Counter(f"{r['mode']} {r['model']}" for _, r in measured)
+    for i, result in measured:
+        key = f"{result['mode']} {result['model']}"
+        if counts[key] < 2:
             continue
-        if mode not in best or result["utilisation"] > results[best[mode]]["utilisation"]:
-            best[mode] = i
+        if key not in best or result["utilisation"] > results[best[key]]["utilisation"]:
+            best[key] = i
     return best
 
 
@@ -254,7 +255,7 @@ def _data_results(args: argparse.Namespace, spec: BenchSpec) -> list[dict[str, A
 
 def run_benchmarks(args: argparse.Namespace) -> dict[str, Any]:
     """Runs the chosen modes for every variant; the report holds the device, the reference
-    peak, the results and the best variant of each mode."""
+    peak, the results and the best variant of each mode and model."""
     modes = parse_modes(args.mode)
     specs = _specs(args)
     for spec in specs:
@@ -311,9 +312,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(format_table(report["results"]))
     peak = report["reference_peak"]
     print(f"utilisation against {_reference_words(peak)}")
-    for mode, index in report["best"].items():
+    for key, index in report["best"].items():
         best = report["results"][index]
-        print(f"best {mode}: {describe(best)}, {best['utilisation']:.1%}")
+        print(f"best {key.split()[0]}: {describe(best)}, {best['utilisation']:.1%}")
     if args.out_dir and jax.process_index() == 0:
         slug = device_slug(report["device_kind"], report["platform"])
         write_json(os.path.join(args.out_dir, f"results-{slug}.json"), report)
@@ -325,9 +326,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f.write(markdown_table(report["results"]) + "\n")
             if report["best"]:
                 f.write("\n")
-            for mode, index in report["best"].items():
+            for key, index in report["best"].items():
                 best = report["results"][index]
-                f.write(f"- best {mode}: {describe(best)}, {best['utilisation']:.1%}\n")
+                f.write(f"- best {key.split()[0]}: {describe(best)}, {best['utilisation']:.1%}\n")
         os.replace(markdown + ".tmp", markdown)
     return report
 
