@@ -2,6 +2,8 @@
 
 import json
 import math
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -230,3 +232,23 @@ def test_the_best_variant_is_chosen_per_mode_and_model():
         {"mode": "data", "batch_size": 256, "workers": 0},
     ]
     assert bench.best_results(results) == {"train DiT-XL/2": 1, "train DiT-B/2": 3}
+
+
+# The data, logging and checkpoint stacks, which an accelerator host benchmarking the model
+# does not need.
+DATA_STACK = ("grain", "tensorflow_datasets", "array_record", "clu", "tensorflow", "orbax")
+
+
+@pytest.mark.slow
+def test_the_model_modes_run_without_the_data_stack():
+    code = f"""
+import sys
+from ditjax import bench
+bench.main({[*TINY, "--mode=train,forward,sample"]!r})
+print(sorted({{name.split(".")[0] for name in sys.modules}} & set({DATA_STACK!r})))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"

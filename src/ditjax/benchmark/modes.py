@@ -21,7 +21,6 @@ import ml_collections
 import numpy as np
 
 from ditjax.benchmark.device import ReferencePeak, peak_memory_bytes, program_memory_bytes
-from ditjax.data.pipeline import make_train_iterator
 from ditjax.diffusion import create_diffusion, guided_model_fn
 from ditjax.models import DiT, create_model, forward_macs
 from ditjax.parallel import create_mesh, make_global_batch
@@ -304,6 +303,9 @@ def bench_data(
         raise ValueError(
             f"batches must be positive, warmup and workers >= 0, got {batches}, {warmup}, {workers}"
         )
+    # Only this mode needs the data stack (grain, TFDS); the model modes run without it.
+    from ditjax.data.pipeline import make_train_iterator
+
     iterator = make_train_iterator(
         dataset_dir,
         global_batch_size=batch_size * jax.process_count(),

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from ditjax.data.extract import ExtractionSummary, extract_latents
-from ditjax.data.sources import SourceExample
+if TYPE_CHECKING:
+    from ditjax.data.extract import ExtractionSummary
+    from ditjax.data.sources import SourceExample
+
+# The data stack (TFDS, array_record, grain) is imported where a dataset is written, so that
+# the benchmark's model modes run without it.
 
 
 class RandomImages:
@@ -44,6 +49,8 @@ class RandomImages:
         return self.iter_range(0, self._num)
 
     def iter_range(self, start: int, stop: int) -> Iterator[SourceExample]:
+        from ditjax.data.sources import SourceExample
+
         for i in range(start, min(stop, self._num)):
             pixels = np.random.default_rng([self._seed, i]).integers(
                 0, 256, (self._size, self._size, 3), np.uint8
@@ -86,6 +93,8 @@ def write_synthetic_latents(
 ) -> ExtractionSummary:
     """Writes (or reuses, if complete) a latent dataset of `num_examples` records with
     (latent_size, latent_size, channels) float16 moments at `out_dir`."""
+    from ditjax.data.extract import extract_latents
+
     return extract_latents(
         RandomImages(num_examples, latent_size, num_classes, seed),
         ChannelAutoencoder(channels),

@@ -1,6 +1,5 @@
 """Training: state, step, optimizer, checkpoints, previews and the loop."""
 
-from ditjax.training.checkpoint import Checkpointer
 from ditjax.training.config import (
     ConfigError,
     build_model,
@@ -15,11 +14,17 @@ _LOOP_NAMES = ("NonFiniteLossError", "TrainResult", "train_and_evaluate")
 
 
 def __getattr__(name: str):
-    # The loop pulls in the data and logging stacks; import it only when asked for.
+    # The loop and the checkpointer pull in the data, logging and checkpoint stacks (grain,
+    # TFDS, clu, orbax); import them only when asked for, so that a train step alone (the
+    # benchmark) runs without them.
     if name in _LOOP_NAMES:
         from ditjax.training import loop
 
         return getattr(loop, name)
+    if name == "Checkpointer":
+        from ditjax.training.checkpoint import Checkpointer
+
+        return Checkpointer
     raise AttributeError(f"module 'ditjax.training' has no attribute {name!r}")
 
 
