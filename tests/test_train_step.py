@@ -100,6 +100,7 @@ def test_train_step_compiles_once_and_learns():
         ("min_snr_gamma", -1.0),
         ("lr_decay", "step"),
         ("lr_final_fraction", 1.5),
+        ("attention_impl", "flash"),
     ],
 )
 def test_invalid_config_names_the_field(field, value):
@@ -108,6 +109,17 @@ def test_invalid_config_names_the_field(field, value):
     config[field] = value
     with pytest.raises(ConfigError, match=f"config.{field}"):
         validate_config(config, num_devices=2)
+
+
+def test_cudnn_attention_is_refused_where_there_is_no_gpu():
+    config = resolve_dataset_fields(load_config("demo"), DEMO_INFO)
+    config.global_batch_size = 8
+    config.attention_impl = "cudnn"
+    if jax.default_backend() == "gpu":
+        assert validate_config(config, num_devices=2)
+    else:
+        with pytest.raises(ConfigError, match=r"config\.attention_impl: cudnn needs a GPU"):
+            validate_config(config, num_devices=2)
 
 
 def test_cosine_decay_warms_up_then_falls_to_the_final_fraction():

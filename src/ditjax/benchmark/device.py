@@ -107,7 +107,7 @@ def program_memory_bytes(compiled: Any) -> int | None:
     None where the backend gives no analysis."""
     try:
         stats = compiled.memory_analysis()
-    except (AttributeError, NotImplementedError, jax.errors.JaxRuntimeError):
+    except (NotImplementedError, jax.errors.JaxRuntimeError):
         return None
     if stats is None:
         return None

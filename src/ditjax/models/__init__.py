@@ -1,5 +1,6 @@
 """DiT models: `create_model(name, **overrides)` and its parts."""
 
+from ditjax.models.attention import ATTENTION_IMPLS, check_attention_impl
 from ditjax.models.blocks import BLOCK_TYPES, FinalLayer
 from ditjax.models.costs import (
     abstract_params,
@@ -12,6 +13,7 @@ from ditjax.models.embeddings import sincos_2d_position_table, timestep_frequenc
 from ditjax.models.registry import DIT_SIZES, MODEL_NAMES, create_model, parse_model_name
 
 __all__ = [
+    "ATTENTION_IMPLS",
     "BLOCK_TYPES",
     "DIT_SIZES",
     "MODEL_NAMES",
@@ -19,6 +21,7 @@ __all__ = [
     "DiT",
     "FinalLayer",
     "abstract_params",
+    "check_attention_impl",
     "count_parameters",
     "create_model",
     "forward_macs",

@@ -91,6 +91,19 @@ def _explicit_bwd(scale, residuals, g):
 explicit_attention.defvjp(_explicit_fwd, _explicit_bwd)
 
 
+# The names `dot_product_attention` takes as `implementation`; "" stands for None (the default).
+ATTENTION_IMPLS = ("", "xla", "cudnn")
+
+
+def check_attention_impl(name: str) -> None:
+    """Raises ValueError if `name` is not one of ATTENTION_IMPLS, or names cuDNN in a process
+    whose backend is not a GPU (which initialises the backend)."""
+    if name not in ATTENTION_IMPLS:
+        raise ValueError(f"must be one of {ATTENTION_IMPLS}, got {name!r}")
+    if name == "cudnn" and jax.default_backend() != "gpu":
+        raise ValueError(f"cudnn needs a GPU; this process's backend is {jax.default_backend()}")
+
+
 def dot_product_attention(
     q: jax.Array, k: jax.Array, v: jax.Array, *, implementation: str | None = None
 ) -> jax.Array:

@@ -18,6 +18,7 @@ from ditjax.models import (
     MODEL_NAMES,
     REMAT_POLICIES,
     DiT,
+    check_attention_impl,
     create_model,
     parse_model_name,
 )
@@ -25,7 +26,6 @@ from ditjax.models.registry import DTYPES
 from ditjax.parallel import resolve_mesh_shape
 from ditjax.training.optimizer import LR_DECAYS
 
-ATTENTION_IMPLS = ("", "xla", "cudnn")
 # Fields that 0 leaves to the latent dataset's description (see resolve_dataset_fields).
 DATASET_FIELDS = ("image_size", "latent_size", "latent_channels", "num_classes")
 DEFAULT_PREVIEW_CLASSES = 8
@@ -139,11 +139,10 @@ def validate_config(
     _check(config.block_type in BLOCK_TYPES, "block_type", f"must be one of {BLOCK_TYPES}")
     _check(config.dtype in DTYPES, "dtype", f"must be one of {list(DTYPES)}")
     _check(config.remat in REMAT_POLICIES, "remat", f"must be one of {REMAT_POLICIES}")
-    _check(
-        config.attention_impl in ATTENTION_IMPLS,
-        "attention_impl",
-        f"must be one of {ATTENTION_IMPLS}",
-    )
+    try:
+        check_attention_impl(config.attention_impl)
+    except ValueError as error:
+        raise ConfigError("attention_impl", str(error)) from None
     _check(config.num_classes >= 1, "num_classes", "must be positive")
     _check(0 <= config.class_dropout_prob < 1, "class_dropout_prob", "must be in [0, 1)")
     _check(config.latent_channels >= 1, "latent_channels", "must be positive")
