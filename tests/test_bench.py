@@ -108,13 +108,46 @@ def test_known_peaks_and_overrides():
     assert np.isclose(forward["utilisation"], forward["tflops_per_s"] / 0.5)
 
 
-def test_bad_arguments_are_named():
-    with pytest.raises(ValueError, match="--mode"):
-        bench.main([*TINY, "--mode=train,fly"])
-    with pytest.raises(ValueError, match="unknown DiT field"):
-        bench.main([*TINY, "--mode=train", "--model_overrides=wings=2"])
-    with pytest.raises(ValueError, match="key=value"):
-        bench.main([*TINY, "--mode=train", "--model_overrides=depth"])
+def refused(argv, monkeypatch, capsys) -> str:
+    """The command line's usage error for `argv` (exit status 2), checked to come before any
+    benchmark runs."""
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a benchmark ran before the bad flag was reported")
+
+    monkeypatch.setattr(bench, "run_benchmarks", must_not_run)
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err.splitlines()[-1]
+
+
+def test_bad_arguments_are_named(monkeypatch, capsys):
+    for flags, match in (
+        (["--mode=train,fly"], "--mode"),
+        (["--mode=train", "--model_overrides=wings=2"], "unknown DiT field"),
+        (["--mode=train", "--model_overrides=depth"], "key=value"),
+        (["--mode=train", "--repeats=0"], "--repeats must be at least 1"),
+        (["--mode=sample", "--sample_steps=0"], "--sample_steps"),
+        (["--mode=train", "--warmup=-1"], "--warmup"),
+        (["--mode=train", "--matmul_size=0"], "--matmul_size"),
+        (["--mode=train", "--peak_tflops=-2"], "--peak_tflops"),
+        (["--mode=train,data", "--data_workers=0,-1"], "--data_workers"),
+        (["--mode=data", "--data_batch_size=0"], "--data_batch_size"),
+    ):
+        line = refused([*TINY, *flags], monkeypatch, capsys)
+        assert line.startswith("python -m ditjax.bench: error:") and match in line, line
+
+
+def test_the_plan_names_bad_flags_for_library_callers():
+    args = bench.build_parser().parse_args([*TINY, "--mode=train,data", "--data_workers=x"])
+    with pytest.raises(ValueError, match="--data_workers"):
+        bench.plan_benchmarks(args)
+    plan = bench.plan_benchmarks(bench.build_parser().parse_args([*TINY, "--mode=data,train"]))
+    assert plan.modes == ["train", "data"] and plan.data_workers == [0]
+    assert [s.batch_size for s in plan.specs] == [2]
+    plan = bench.plan_benchmarks(bench.build_parser().parse_args([*TINY, "--mode=train"]))
+    assert plan.data_workers == []
 
 
 def test_the_matmul_probe_measures_and_names_bad_arguments():
@@ -184,16 +217,16 @@ def test_a_variant_out_of_memory_is_reported_and_the_sweep_goes_on(monkeypatch):
         bench.main([*TINY, "--mode=train"])
 
 
-def test_bad_sweeps_are_named_before_anything_runs():
+def test_bad_sweeps_are_named_before_anything_runs(monkeypatch, capsys):
     for flag, match in (
         ("--batch_size=0,2", "--batch_size"),
         ("--batch_size=2,two", "--batch_size"),
         ("--remat=none,sometimes", "--remat"),
         ("--attention_impl=flash", "--attention_impl"),
         ("--attention_impl=cudnn", "needs a GPU"),
+        ("--model=DiT-S/4,DiT-Q/9", "DiT-Q/9"),
     ):
-        with pytest.raises(ValueError, match=match):
-            bench.main([*TINY, "--mode=train", flag])
+        assert match in refused([*TINY, "--mode=train", flag], monkeypatch, capsys)
 
 
 def test_every_combination_of_the_swept_flags_is_a_variant():
@@ -207,8 +240,6 @@ def test_every_combination_of_the_swept_flags_is_a_variant():
         for remat in ({}, {"remat_policy": "full"})
     ]
     assert len(bench.inference_specs(specs)) == 4
-    with pytest.raises(ValueError, match="DiT-Q/9"):
-        bench.main([*TINY, "--mode=train", "--model=DiT-S/4,DiT-Q/9"])
 
 
 def test_the_best_variant_is_chosen_per_mode_and_model():

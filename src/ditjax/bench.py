@@ -28,7 +28,7 @@ import re
 import sys
 import tempfile
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 
@@ -232,11 +232,54 @@ def best_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _data_results(args: argparse.Namespace, spec: BenchSpec) -> list[dict[str, Any]]:
-    workers = parse_list(args.data_workers, "--data_workers", int)
-    if min(workers) < 0:
-        raise ValueError(f"--data_workers wants non-negative counts, got {args.data_workers!r}")
+# Integer flags and their smallest sensible values.
+_COUNT_FLAGS = (
+    ("latent_size", 1),
+    ("repeats", 1),
+    ("warmup", 0),
+    ("sample_steps", 1),
+    ("data_records", 1),
+    ("data_batch_size", 1),
+    ("data_batches", 1),
+    ("matmul_size", 1),
+)
 
+
+class BenchPlan(NamedTuple):
+    """What a run of the benchmark measures: modes in run order, model variants, and the
+    loader's worker counts (empty without the data mode)."""
+
+    modes: list[str]
+    specs: list[BenchSpec]
+    data_workers: list[int]
+
+
+def plan_benchmarks(args: argparse.Namespace) -> BenchPlan:
+    """Checks every flag and returns the plan; a ValueError names the first bad flag before
+    anything is compiled or timed."""
+    modes = parse_modes(args.mode)
+    for flag, minimum in _COUNT_FLAGS:
+        value = getattr(args, flag)
+        if value < minimum:
+            raise ValueError(f"--{flag} must be at least {minimum}, got {value}")
+    if args.peak_tflops < 0:
+        raise ValueError(
+            f"--peak_tflops must be >= 0 (0: look up or measure), got {args.peak_tflops}"
+        )
+    specs = _specs(args)
+    for spec in specs:
+        spec.create_model()  # a bad model name or field
+    workers = []
+    if "data" in modes:
+        workers = parse_list(args.data_workers, "--data_workers", int)
+        if min(workers) < 0:
+            raise ValueError(f"--data_workers wants non-negative counts, got {args.data_workers!r}")
+    return BenchPlan(modes, specs, workers)
+
+
+def _data_results(
+    args: argparse.Namespace, spec: BenchSpec, workers: Sequence[int]
+) -> list[dict[str, Any]]:
     def run(dataset_dir: str) -> list[dict[str, Any]]:
         return [
             bench_data(
@@ -261,19 +304,17 @@ def _data_results(args: argparse.Namespace, spec: BenchSpec) -> list[dict[str, A
         return run(os.path.join(tmp, "latents"))
 
 
-def run_benchmarks(args: argparse.Namespace) -> dict[str, Any]:
-    """Runs the chosen modes for every variant; the report holds the device, the reference
-    peak, the results and the best variant of each mode and model."""
-    modes = parse_modes(args.mode)
-    specs = _specs(args)
-    for spec in specs:
-        spec.create_model()  # a bad model name or field fails before anything is timed
+def run_benchmarks(args: argparse.Namespace, plan: BenchPlan | None = None) -> dict[str, Any]:
+    """Runs the planned modes for every variant (`plan_benchmarks(args)` when not given); the
+    report holds the device, the reference peak, the results and the best variant of each
+    mode and model."""
+    modes, specs, workers = plan or plan_benchmarks(args)
     peak = reference_peak(args.peak_tflops, args.matmul_size)
     benches = {"train": bench_train, "forward": bench_forward, "sample": bench_sample}
     results = []
     for mode in modes:
         if mode == "data":
-            results.extend(_data_results(args, specs[0]))
+            results.extend(_data_results(args, specs[0], workers))
             print(format_table(results[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
             continue
         for spec in specs if mode == "train" else inference_specs(specs):
@@ -313,10 +354,16 @@ def _reference_words(peak: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """The command line: a bad flag exits with status 2 and a usage line naming it."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     args.argv = argv
-    report = run_benchmarks(args)
+    try:
+        plan = plan_benchmarks(args)
+    except ValueError as error:
+        parser.error(str(error))
+    report = run_benchmarks(args, plan)
     print(format_table(report["results"]))
     peak = report["reference_peak"]
     print(f"utilisation against {_reference_words(peak)}")
