@@ -122,7 +122,7 @@ def refused(argv, monkeypatch, capsys) -> str:
     return capsys.readouterr().err.splitlines()[-1]
 
 
-def test_bad_arguments_are_named(monkeypatch, capsys):
+def test_bad_arguments_are_named(monkeypatch, capsys, tmp_path):
     for flags, match in (
         (["--mode=train,fly"], "--mode"),
         (["--mode=train", "--model_overrides=wings=2"], "unknown DiT field"),
@@ -134,6 +134,7 @@ def test_bad_arguments_are_named(monkeypatch, capsys):
         (["--mode=train", "--peak_tflops=-2"], "--peak_tflops"),
         (["--mode=train,data", "--data_workers=0,-1"], "--data_workers"),
         (["--mode=data", "--data_batch_size=0"], "--data_batch_size"),
+        (["--mode=train,data", f"--data_dir={tmp_path}"], "is not a latent dataset"),
     ):
         line = refused([*TINY, *flags], monkeypatch, capsys)
         assert line.startswith("python -m ditjax.bench: error:") and match in line, line

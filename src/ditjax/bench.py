@@ -255,8 +255,9 @@ class BenchPlan(NamedTuple):
 
 
 def plan_benchmarks(args: argparse.Namespace) -> BenchPlan:
-    """Checks every flag and returns the plan; a ValueError names the first bad flag before
-    anything is compiled or timed."""
+    """Checks every flag (and, for the data mode, that --data_dir is a latent dataset) and
+    returns the plan; a ValueError names the first bad flag before anything is compiled or
+    timed."""
     modes = parse_modes(args.mode)
     for flag, minimum in _COUNT_FLAGS:
         value = getattr(args, flag)
@@ -274,6 +275,13 @@ def plan_benchmarks(args: argparse.Namespace) -> BenchPlan:
         workers = parse_list(args.data_workers, "--data_workers", int)
         if min(workers) < 0:
             raise ValueError(f"--data_workers wants non-negative counts, got {args.data_workers!r}")
+        if args.data_dir:
+            from ditjax.data.latent_format import read_latent_info  # the data stack, for data only
+
+            try:
+                read_latent_info(args.data_dir)
+            except FileNotFoundError as error:
+                raise ValueError(f"--data_dir: {error}") from None
     return BenchPlan(modes, specs, workers)
 
 
