@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -135,6 +136,8 @@ def test_bad_arguments_are_named(monkeypatch, capsys, tmp_path):
         (["--mode=train,data", "--data_workers=0,-1"], "--data_workers"),
         (["--mode=data", "--data_batch_size=0"], "--data_batch_size"),
         (["--mode=train,data", f"--data_dir={tmp_path}"], "is not a latent dataset"),
+        (["--mode=train", "--mesh", "0", "1"], "--mesh"),
+        (["--mode=train", "--mesh", str(jax.device_count() + 1), "1"], "does not divide"),
     ):
         line = refused([*TINY, *flags], monkeypatch, capsys)
         assert line.startswith("python -m ditjax.bench: error:") and match in line, line
@@ -284,3 +287,16 @@ print(sorted({{name.split(".")[0] for name in sys.modules}} & set({DATA_STACK!r}
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_batch_the_devices_do_not_divide_is_refused():
+    done = subprocess.run(
+        [sys.executable, "-m", "ditjax.bench", *TINY, "--mode=train", "--batch_size=4,3"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "JAX_NUM_CPU_DEVICES": "2", "JAX_PLATFORMS": "cpu"},
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "--batch_size [3] must be a multiple of the 2 devices" in done.stderr

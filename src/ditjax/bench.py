@@ -48,6 +48,7 @@ from ditjax.benchmark import (
 from ditjax.host_memory import retain_freed_host_memory
 from ditjax.models import ATTENTION_IMPLS, REMAT_POLICIES, check_attention_impl
 from ditjax.models.registry import DTYPES
+from ditjax.parallel import resolve_mesh_shape
 from ditjax.sampling import SAMPLERS
 
 MODES = ("train", "forward", "sample", "data")
@@ -270,6 +271,14 @@ def plan_benchmarks(args: argparse.Namespace) -> BenchPlan:
     specs = _specs(args)
     for spec in specs:
         spec.create_model()  # a bad model name or field
+    devices = jax.device_count()
+    try:
+        resolve_mesh_shape(args.mesh, devices)
+    except ValueError as error:
+        raise ValueError(f"--mesh: {error}") from None
+    uneven = sorted({s.batch_size for s in specs if s.batch_size % devices})
+    if uneven:
+        raise ValueError(f"--batch_size {uneven} must be a multiple of the {devices} devices")
     workers = []
     if "data" in modes:
         workers = parse_list(args.data_workers, "--data_workers", int)
