@@ -124,11 +124,13 @@ def refused(argv, monkeypatch, capsys) -> str:
 
 
 def test_bad_arguments_are_named(monkeypatch, capsys, tmp_path):
+    (tmp_path / "file").write_text("")
     for flags, match in (
         (["--mode=train,fly"], "--mode"),
         (["--mode=train", "--model_overrides=wings=2"], "unknown DiT field"),
         (["--mode=train", "--model_overrides=depth"], "key=value"),
-        (["--mode=train", "--repeats=0"], "--repeats must be at least 1"),
+        (["--mode=train", "--repeats=0"], "--repeats: must be at least 1"),
+        (["--mode=train", "--repeats=many"], "--repeats: not a number"),
         (["--mode=sample", "--sample_steps=0"], "--sample_steps"),
         (["--mode=train", "--warmup=-1"], "--warmup"),
         (["--mode=train", "--matmul_size=0"], "--matmul_size"),
@@ -137,6 +139,7 @@ def test_bad_arguments_are_named(monkeypatch, capsys, tmp_path):
         (["--mode=data", "--data_batch_size=0"], "--data_batch_size"),
         (["--mode=train,data", f"--data_dir={tmp_path}"], "is not a latent dataset"),
         (["--mode=train", "--mesh", "0", "1"], "--mesh"),
+        (["--mode=train", f"--out_dir={tmp_path / 'file'}"], "is not a directory"),
         (["--mode=train", "--mesh", str(jax.device_count() + 1), "1"], "does not divide"),
     ):
         line = refused([*TINY, *flags], monkeypatch, capsys)

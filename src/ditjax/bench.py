@@ -44,6 +44,7 @@ from ditjax.benchmark import (
     reference_peak,
     write_json,
     write_synthetic_latents,
+    write_text,
 )
 from ditjax.host_memory import retain_freed_host_memory
 from ditjax.models import ATTENTION_IMPLS, REMAT_POLICIES, check_attention_impl
@@ -103,6 +104,21 @@ def device_slug(device_kind: str, platform: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", device_kind.lower()).strip("-") or platform
 
 
+def at_least(minimum: float, convert=int):
+    """An argparse `type` that converts a flag's value and refuses one below `minimum`."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m ditjax.bench",
@@ -112,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mode", default="all", help=f"'all' or a comma list of {MODES}")
     parser.add_argument("--model", default="DiT-S/2", help="a comma list of model names")
     parser.add_argument("--model_overrides", default="", help="DiT fields, e.g. depth=2")
-    parser.add_argument("--latent_size", type=int, default=32)
+    parser.add_argument("--latent_size", type=at_least(1), default=32)
     parser.add_argument("--batch_size", default="8", help="global batch (images); a comma list")
     parser.add_argument("--dtype", choices=list(DTYPES), default="float32")
     parser.add_argument("--scan_blocks", action="store_true")
@@ -121,18 +137,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--attention_impl", default="", help="a comma list of '' (default), xla, cudnn"
     )
     parser.add_argument("--mesh", type=int, nargs=2, default=(-1, 1), help="data fsdp")
-    parser.add_argument("--repeats", type=int, default=5, help="timed calls per mode")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed calls after compiling")
+    parser.add_argument("--repeats", type=at_least(1), default=5, help="timed calls per mode")
+    parser.add_argument(
+        "--warmup", type=at_least(0), default=1, help="untimed calls after compiling"
+    )
     parser.add_argument("--cfg_scale", type=float, default=4.0)
     parser.add_argument("--sampler", choices=SAMPLERS, default="ddpm")
-    parser.add_argument("--sample_steps", type=int, default=250)
+    parser.add_argument("--sample_steps", type=at_least(1), default=250)
     parser.add_argument("--data_dir", default="", help="a latent dataset; default: synthetic")
-    parser.add_argument("--data_records", type=int, default=4096, help="synthetic records")
-    parser.add_argument("--data_batch_size", type=int, default=256, help="per host")
+    parser.add_argument("--data_records", type=at_least(1), default=4096, help="synthetic records")
+    parser.add_argument("--data_batch_size", type=at_least(1), default=256, help="per host")
     parser.add_argument("--data_workers", default="0,2", help="comma list of worker counts")
-    parser.add_argument("--data_batches", type=int, default=20, help="timed batches")
-    parser.add_argument("--peak_tflops", type=float, default=0.0, help="per device")
-    parser.add_argument("--matmul_size", type=int, default=2048, help="CPU reference matmul")
+    parser.add_argument("--data_batches", type=at_least(1), default=20, help="timed batches")
+    parser.add_argument(
+        "--peak_tflops",
+        type=at_least(0, float),
+        default=0.0,
+        help="per device; 0: known or measured",
+    )
+    parser.add_argument(
+        "--matmul_size", type=at_least(1), default=2048, help="CPU reference matmul"
+    )
     parser.add_argument("--out_dir", default="", help="write results-<device>.json/.md here")
     return parser
 
@@ -233,19 +258,6 @@ def best_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-# Integer flags and their smallest sensible values.
-_COUNT_FLAGS = (
-    ("latent_size", 1),
-    ("repeats", 1),
-    ("warmup", 0),
-    ("sample_steps", 1),
-    ("data_records", 1),
-    ("data_batch_size", 1),
-    ("data_batches", 1),
-    ("matmul_size", 1),
-)
-
-
 class BenchPlan(NamedTuple):
     """What a run of the benchmark measures: modes in run order, model variants, and the
     loader's worker counts (empty without the data mode)."""
@@ -256,18 +268,12 @@ class BenchPlan(NamedTuple):
 
 
 def plan_benchmarks(args: argparse.Namespace) -> BenchPlan:
-    """Checks every flag (and, for the data mode, that --data_dir is a latent dataset) and
-    returns the plan; a ValueError names the first bad flag before anything is compiled or
-    timed."""
+    """Checks the flags the parser cannot check alone (the lists, models, mesh, batch sizes,
+    --out_dir and, for the data mode, that --data_dir is a latent dataset) and returns the
+    plan; a ValueError names the first bad flag before anything is compiled or timed."""
     modes = parse_modes(args.mode)
-    for flag, minimum in _COUNT_FLAGS:
-        value = getattr(args, flag)
-        if value < minimum:
-            raise ValueError(f"--{flag} must be at least {minimum}, got {value}")
-    if args.peak_tflops < 0:
-        raise ValueError(
-            f"--peak_tflops must be >= 0 (0: look up or measure), got {args.peak_tflops}"
-        )
+    if args.out_dir and os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
+        raise ValueError(f"--out_dir {args.out_dir!r} exists and is not a directory")
     specs = _specs(args)
     for spec in specs:
         spec.create_model()  # a bad model name or field
@@ -321,11 +327,10 @@ def _data_results(
         return run(os.path.join(tmp, "latents"))
 
 
-def run_benchmarks(args: argparse.Namespace, plan: BenchPlan | None = None) -> dict[str, Any]:
-    """Runs the planned modes for every variant (`plan_benchmarks(args)` when not given); the
-    report holds the device, the reference peak, the results and the best variant of each
-    mode and model."""
-    modes, specs, workers = plan or plan_benchmarks(args)
+def run_benchmarks(args: argparse.Namespace, plan: BenchPlan) -> dict[str, Any]:
+    """Runs the planned modes for every variant; the report holds the device, the reference
+    peak, the results and the best variant of each mode and model."""
+    modes, specs, workers = plan
     peak = reference_peak(args.peak_tflops, args.matmul_size)
     benches = {"train": bench_train, "forward": bench_forward, "sample": bench_sample}
     results = []
@@ -389,15 +394,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.out_dir and jax.process_index() == 0:
         slug = device_slug(report["device_kind"], report["platform"])
         write_json(os.path.join(args.out_dir, f"results-{slug}.json"), report)
-        markdown = os.path.join(args.out_dir, f"results-{slug}.md")
-        with open(markdown + ".tmp", "w") as f:
-            f.write(f"`{report['command']}` on {report['device_kind']} ")
-            f.write(f"({report['devices']} device(s)); utilisation against ")
-            f.write(f"{_reference_words(peak)}.\n\n")
-            f.write(markdown_table(report["results"]) + "\n")
-            if report["best"]:
-                f.write("\n" + "".join(f"- {line}\n" for line in best_lines(report)))
-        os.replace(markdown + ".tmp", markdown)
+        lines = [
+            f"`{report['command']}` on {report['device_kind']} ({report['devices']} device(s)); "
+            f"utilisation against {_reference_words(peak)}.",
+            "",
+            markdown_table(report["results"]),
+        ]
+        if report["best"]:
+            lines += ["", *(f"- {line}" for line in best_lines(report))]
+        write_text(os.path.join(args.out_dir, f"results-{slug}.md"), "\n".join(lines) + "\n")
     return report
 
 

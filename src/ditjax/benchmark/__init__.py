@@ -11,7 +11,13 @@ from ditjax.benchmark.device import (
     reference_peak,
 )
 from ditjax.benchmark.modes import BenchSpec, bench_data, bench_forward, bench_sample, bench_train
-from ditjax.benchmark.report import describe, format_table, markdown_table, write_json
+from ditjax.benchmark.report import (
+    describe,
+    format_table,
+    markdown_table,
+    write_json,
+    write_text,
+)
 from ditjax.benchmark.synthetic_latents import write_synthetic_latents
 
 __all__ = [
@@ -32,4 +38,5 @@ __all__ = [
     "reference_peak",
     "write_json",
     "write_synthetic_latents",
+    "write_text",
 ]

@@ -98,12 +98,17 @@ def markdown_table(results: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_json(path: str | os.PathLike, report: dict[str, Any]) -> None:
-    """Writes `report` to `path` atomically (a temporary name, then a rename)."""
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Writes `text` to `path` atomically (a temporary name, then a rename), making its
+    directory if needed."""
     path = os.fspath(path)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(report, f, indent=2)
-        f.write("\n")
+        f.write(text)
     os.replace(tmp, path)
+
+
+def write_json(path: str | os.PathLike, report: dict[str, Any]) -> None:
+    """Writes `report` to `path` as indented JSON, atomically."""
+    write_text(path, json.dumps(report, indent=2) + "\n")
