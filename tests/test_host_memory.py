@@ -14,28 +14,29 @@ pytestmark = pytest.mark.skipif(
     platform.libc_ver()[0] != "glibc", reason="the allocator settings are glibc's"
 )
 
-# Allocates and frees a 64 MiB buffer ten times, writing every page, and reports the minor
-# page faults of the last nine rounds: without the settings each round maps fresh pages.
+# Allocates and frees a buffer of argv[2] MiB 1 + argv[3] times, writing every page, and reports
+# the minor page faults of the last argv[3] rounds: without the settings each maps fresh pages.
 _PROBE = """
 import json, resource, sys
 from ditjax.host_memory import retain_freed_host_memory
 applied = retain_freed_host_memory() if sys.argv[1] == "1" else False
+size, rounds = int(sys.argv[2]) << 20, int(sys.argv[3])
 def churn():
-    buf = bytearray(64 << 20)
-    buf[::4096] = b"x" * len(range(0, 64 << 20, 4096))
+    buf = bytearray(size)
+    buf[::4096] = b"x" * len(range(0, size, 4096))
     del buf
 churn()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(9):
+for _ in range(rounds):
     churn()
 print(json.dumps({"applied": applied,
                   "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))
 """
 
 
-def _probe(apply: bool, env: dict[str, str] | None = None) -> dict:
+def _probe(apply: bool, env: dict[str, str] | None = None, mib: int = 64, rounds: int = 9) -> dict:
     out = subprocess.run(
-        [sys.executable, "-c", _PROBE, "1" if apply else "0"],
+        [sys.executable, "-c", _PROBE, "1" if apply else "0", str(mib), str(rounds)],
         capture_output=True,
         text=True,
         check=True,
@@ -51,6 +52,15 @@ def test_freed_blocks_are_reused_without_new_page_faults():
     assert not default["applied"] and retained["applied"]
     assert default["faults"] > pages // 2
     assert retained["faults"] < pages // 50
+
+
+def test_a_block_larger_than_2_gib_is_kept_too():
+    # A free heap top over glibc's largest positive trim threshold (2**31 - 1) must not be
+    # returned to the system either, or a large train step faults its buffer in again.
+    mib = 2304
+    retained = _probe(apply=True, mib=mib, rounds=1)
+    assert retained["applied"]
+    assert retained["faults"] < (mib << 20) // 4096 // 50
 
 
 def test_environment_switch_keeps_the_system_default():

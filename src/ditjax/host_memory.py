@@ -19,7 +19,9 @@ from absl import logging
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
-_INT_MAX = 2**31 - 1
+# mallopt(3): a trim threshold of -1 disables trimming; a positive one stops at 2**31 - 1, below
+# a large train step's temporary buffer plus the free space around it.
+_NEVER_TRIM = -1
 DISABLE_ENV = "DITJAX_SYSTEM_MALLOC"
 
 
@@ -27,7 +29,7 @@ def retain_freed_host_memory() -> bool:
     """Make glibc keep freed blocks for reuse instead of unmapping them; True when applied.
 
     Call it at the start of a program, before JAX starts its threads. It only changes glibc's
-    policy for this process (one arena, no per-block `mmap`, trim only above 2 GiB), so the
+    policy for this process (one arena, no per-block `mmap`, no trimming of the heap), so the
     process's resident memory stays at its peak. A no-op off glibc, or when the environment
     sets DITJAX_SYSTEM_MALLOC=1.
     """
@@ -44,7 +46,7 @@ def retain_freed_host_memory() -> bool:
         for param, value in (
             (_M_ARENA_MAX, 1),
             (_M_MMAP_MAX, 0),
-            (_M_TRIM_THRESHOLD, _INT_MAX),
+            (_M_TRIM_THRESHOLD, _NEVER_TRIM),
         )
     )
     if not applied:
