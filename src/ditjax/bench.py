@@ -104,14 +104,16 @@ def device_slug(device_kind: str, platform: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", device_kind.lower()).strip("-") or platform
 
 
-def at_least(minimum: float, convert=int):
-    """An argparse `type` that converts a flag's value and refuses one below `minimum`."""
+def at_least(minimum: float, convert: type = int):
+    """An argparse `type` that converts a flag's value (int or float) and refuses one below
+    `minimum`."""
+    kind = "an integer" if convert is int else "a number"
 
     def parse(text: str):
         try:
             value = convert(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+            raise argparse.ArgumentTypeError(f"not {kind}: {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
         return value
