@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 
 import jax
 
+from ditjax.atomic_files import write_json, write_text
 from ditjax.benchmark import (
     BenchSpec,
     bench_data,
@@ -42,9 +43,7 @@ from ditjax.benchmark import (
     format_table,
     markdown_table,
     reference_peak,
-    write_json,
     write_synthetic_latents,
-    write_text,
 )
 from ditjax.host_memory import retain_freed_host_memory
 from ditjax.models import ATTENTION_IMPLS, REMAT_POLICIES, check_attention_impl

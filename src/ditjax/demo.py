@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import pathlib
 import sys
@@ -17,6 +16,7 @@ import sys
 import numpy as np
 from absl import logging
 
+from ditjax.atomic_files import write_json
 from ditjax.host_memory import retain_freed_host_memory
 
 DEMO_CONFIG = pathlib.Path(__file__).resolve().parents[2] / "configs" / "demo.py"
@@ -34,13 +34,6 @@ class DemoResult:
     steps: int
     nn_ratio: float  # nearest-real distance of samples over that of held-out real images
     shape_match: float  # class match of a classifier that sees the shapes without colour
-
-
-def write_json_atomic(path: pathlib.Path, value: dict) -> None:
-    """Writes `value` as JSON to `path` through a temporary file, so it is whole or absent."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2))
-    tmp.replace(path)
 
 
 def run_demo(
@@ -102,7 +95,7 @@ def run_demo(
         "steps": result.step,
         "stopped_by_time_limit": result.time_limited,
     }
-    write_json_atomic(root / "demo_summary.json", summary)
+    write_json(root / "demo_summary.json", summary)
     return DemoResult(
         result.checkpoint_dir,
         grid_path,

@@ -13,10 +13,8 @@ features, for precision / recall) once and exits; later runs pass that file as `
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 
 import jax
@@ -24,6 +22,7 @@ import numpy as np
 from absl import flags
 from jax.experimental import multihost_utils
 
+from ditjax.atomic_files import write_json
 from ditjax.evaluation.features import (
     EvaluationSource,
     ReferenceStats,
@@ -204,20 +203,6 @@ def format_table(metrics: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def _write_json(path: str, report: dict) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(report, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _run(ref_source: EvaluationSource, sample_source: EvaluationSource | None) -> dict | None:
     first = jax.process_index() == 0
     mesh = create_mesh((-1, 1))
@@ -246,7 +231,7 @@ def _run(ref_source: EvaluationSource, sample_source: EvaluationSource | None) -
     if first:
         print(format_table(metrics))
         if FLAGS.out:
-            _write_json(FLAGS.out, report)
+            write_json(FLAGS.out, report)
             print(f"wrote {FLAGS.out}")
     multihost_utils.sync_global_devices("ditjax.evaluate:done")
     return report

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import io
 import math
-import os
-import tempfile
 
 import numpy as np
 from etils import epath
 from PIL import Image
+
+from ditjax.atomic_files import replacing
 
 
 def make_grid(images: np.ndarray, columns: int | None = None, padding: int = 2) -> np.ndarray:
@@ -44,17 +44,6 @@ def save_png(image: np.ndarray, path: str, upscale: int = 1) -> str:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(buffer.getvalue())
         return path
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=directory)
-    os.close(fd)
-    try:
-        picture.save(tmp, format="PNG")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with replacing(path) as f:
+        picture.save(f, format="PNG")
     return path

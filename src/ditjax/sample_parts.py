@@ -9,16 +9,16 @@ file is written under a temporary name and renamed, so an interruption leaves on
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import re
 import shutil
-import tempfile
 import zipfile
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
+
+from ditjax.atomic_files import replacing, write_bytes
 
 MANIFEST = "manifest.json"
 _PART = re.compile(r"^(\d+)-(\d+)\.npz$")
@@ -29,24 +29,12 @@ def parts_dir(out: str) -> pathlib.Path:
     return pathlib.Path(f"{out}.parts")
 
 
-def _atomic_write(path: pathlib.Path, write) -> None:
-    """Calls write(binary file) on a temporary file next to `path`, then renames it."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def create_manifest(parts: pathlib.Path, settings: Mapping[str, Any]) -> None:
     """Creates `parts` with a manifest of `settings` unless it already has one."""
     parts.mkdir(parents=True, exist_ok=True)
     if not (parts / MANIFEST).exists():
         text = json.dumps(dict(settings), indent=2, sort_keys=True).encode()
-        _atomic_write(parts / MANIFEST, lambda f: f.write(text))
+        write_bytes(parts / MANIFEST, text)
 
 
 def check_manifest(parts: pathlib.Path, settings: Mapping[str, Any]) -> None:
@@ -97,7 +85,8 @@ def write_part(parts: pathlib.Path, start: int, images: np.ndarray, labels: np.n
     if images.ndim != 4 or len(images) != len(labels):
         raise ValueError(f"bad part: images {images.shape}, labels {labels.shape}")
     path = parts / f"{start:07d}-{start + len(images):07d}.npz"
-    _atomic_write(path, lambda f: np.savez(f, images=images, labels=labels))
+    with replacing(path) as f:
+        np.savez(f, images=images, labels=labels)
 
 
 def assemble(parts: pathlib.Path, out: str, expected_labels: np.ndarray) -> None:
@@ -116,27 +105,25 @@ def assemble(parts: pathlib.Path, out: str, expected_labels: np.ndarray) -> None
     with np.load(parts / f"{ranges[0][0]:07d}-{ranges[0][1]:07d}.npz") as first:
         image_shape = first["images"].shape[1:]
 
-    def write(f) -> None:
-        with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
-            with archive.open("arr_0.npy", "w", force_zip64=True) as entry:
-                header = {
-                    "descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
-                    "fortran_order": False,
-                    "shape": (num_samples, *image_shape),
-                }
-                np.lib.format.write_array_header_2_0(entry, header)
-                for start, stop in ranges:
-                    with np.load(parts / f"{start:07d}-{stop:07d}.npz") as part:
-                        images, labels = part["images"], part["labels"]
-                    if images.shape != (stop - start, *image_shape):
-                        raise ValueError(f"part {start}-{stop} has images {images.shape}")
-                    if not np.array_equal(labels, expected_labels[start:stop]):
-                        raise ValueError(f"part {start}-{stop} has labels other than expected")
-                    entry.write(np.ascontiguousarray(images).tobytes())
-            with archive.open("labels.npy", "w") as entry:
-                np.lib.format.write_array(entry, np.asarray(expected_labels, np.int64))
-
-    out_path = pathlib.Path(out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out_path, write)
+    with (
+        replacing(out) as f,
+        zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as archive,
+    ):
+        with archive.open("arr_0.npy", "w", force_zip64=True) as entry:
+            header = {
+                "descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
+                "fortran_order": False,
+                "shape": (num_samples, *image_shape),
+            }
+            np.lib.format.write_array_header_2_0(entry, header)
+            for start, stop in ranges:
+                with np.load(parts / f"{start:07d}-{stop:07d}.npz") as part:
+                    images, labels = part["images"], part["labels"]
+                if images.shape != (stop - start, *image_shape):
+                    raise ValueError(f"part {start}-{stop} has images {images.shape}")
+                if not np.array_equal(labels, expected_labels[start:stop]):
+                    raise ValueError(f"part {start}-{stop} has labels other than expected")
+                entry.write(np.ascontiguousarray(images).tobytes())
+        with archive.open("labels.npy", "w") as entry:
+            np.lib.format.write_array(entry, np.asarray(expected_labels, np.int64))
     shutil.rmtree(parts)

@@ -15,8 +15,6 @@ from ditjax.benchmark.report import (
     describe,
     format_table,
     markdown_table,
-    write_json,
-    write_text,
 )
 from ditjax.benchmark.synthetic_latents import write_synthetic_latents
 
@@ -36,7 +34,5 @@ __all__ = [
     "peak_memory_bytes",
     "program_memory_bytes",
     "reference_peak",
-    "write_json",
     "write_synthetic_latents",
-    "write_text",
 ]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -96,19 +94,3 @@ def markdown_table(results: Sequence[dict[str, Any]]) -> str:
     ]
     lines += ["| " + " | ".join(_row(r)) + " |" for r in results]
     return "\n".join(lines)
-
-
-def write_text(path: str | os.PathLike, text: str) -> None:
-    """Writes `text` to `path` atomically (a temporary name, then a rename), making its
-    directory if needed."""
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def write_json(path: str | os.PathLike, report: dict[str, Any]) -> None:
-    """Writes `report` to `path` as indented JSON, atomically."""
-    write_text(path, json.dumps(report, indent=2) + "\n")

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 
 from etils import epath
 
+from ditjax.atomic_files import temporary_path_for
+
 
 def is_remote(path: str | os.PathLike) -> bool:
     """Whether `path` is a URL (gs://bucket/...) rather than a local path."""
@@ -34,13 +36,15 @@ def local_file_for(destination: epath.Path, tag: str) -> Iterator[str]:
     """Yields a local file name to write; when the block ends without an error, that file
     appears at `destination` (local or remote) complete, under its final name at once.
 
-    `tag` makes the temporary names of concurrent writers (processes) distinct.
+    A local file is written next to `destination` (`ditjax.atomic_files`); one bound for a
+    bucket is written in a local temporary directory, uploaded under a temporary name that
+    `tag` makes distinct between concurrent writers (processes), then renamed.
     """
-    temporary = destination.parent / f"{destination.name}.tmp-{tag}"
     if not is_remote(destination):
-        yield os.fspath(temporary)
-        os.replace(temporary, destination)
+        with temporary_path_for(destination) as local:
+            yield local
         return
+    temporary = destination.parent / f"{destination.name}.tmp-{tag}"
     with tempfile.TemporaryDirectory(prefix="ditjax-upload-") as staging:
         local = os.path.join(staging, destination.name)
         yield local

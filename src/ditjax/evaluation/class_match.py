@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 
 import numpy as np
 
+from ditjax.atomic_files import write_json
 from ditjax.data.adm_crop import center_crop_adm
 from ditjax.data.sources import FolderSource
 from ditjax.evaluation.image_classifier import (
@@ -236,13 +236,6 @@ def evaluate_run(
     return results
 
 
-def _write_json(path: str, value: dict) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(value, f, indent=2)
-    os.replace(path + ".tmp", path)
-
-
 def _scales(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(v) for v in text.split(","))
@@ -311,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             columns = len(figures.per_class_match)
             save_png(make_grid(samples, columns=columns), f"{root}_cfg{scale:g}{ext or '.png'}", 2)
     if args.json:
-        _write_json(
+        write_json(
             args.json,
             {
                 "checkpoint": args.checkpoint,

@@ -14,7 +14,6 @@ import dataclasses
 import os
 import pathlib
 import struct
-import tempfile
 import zipfile
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -26,6 +25,7 @@ from jax.sharding import Mesh
 from PIL import Image
 from tqdm import tqdm
 
+from ditjax.atomic_files import replacing
 from ditjax.data.sources import IMAGE_EXTENSIONS
 from ditjax.evaluation.metrics import feature_statistics
 from ditjax.parallel import batch_sharding, create_mesh
@@ -170,19 +170,9 @@ def save_reference_stats(path: str, stats: ReferenceStats) -> str:
     arrays = {key: np.asarray(getattr(stats, key)) for key in STATISTICS_KEYS}
     if stats.pool is not None:
         arrays[POOL_KEY] = np.asarray(stats.pool, np.float32)
-    target = pathlib.Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return str(target)
+    with replacing(path) as f:
+        np.savez(f, **arrays)
+    return str(pathlib.Path(path))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,6 +16,7 @@ from etils import epath
 
 from ditjax.autoencoder import create_autoencoder
 from ditjax.data import make_train_iterator, read_latent_info
+from ditjax.data.storage import write_text_atomically
 from ditjax.diffusion import create_diffusion
 from ditjax.image_grid import make_grid, save_png
 from ditjax.parallel import create_mesh, make_global_batch
@@ -143,7 +144,8 @@ def train_and_evaluate(
     if start_step == 0 and is_main:
         parameter_overview.log_parameter_overview(state.params)
         writer.write_hparams({k: v for k, v in config_snapshot.items() if _is_scalar(v)})
-        (workdir_path / "config.json").write_text(config.to_json_best_effort(indent=2))
+        config_text = config.to_json_best_effort(indent=2)
+        write_text_atomically(workdir_path / "config.json", config_text, tag="main")
 
     hooks: list[Any] = []
     if is_main:
