@@ -34,12 +34,12 @@ test: $(DEV_STAMP)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(DEV_STAMP)
-	$(BIN)/ruff check src tests configs
-	$(BIN)/ruff format --check src tests configs
+	$(BIN)/ruff check src tests configs benchmarks
+	$(BIN)/ruff format --check src tests configs benchmarks
 
 format: $(DEV_STAMP)
-	$(BIN)/ruff check --fix src tests configs
-	$(BIN)/ruff format src tests configs
+	$(BIN)/ruff check --fix src tests configs benchmarks
+	$(BIN)/ruff format src tests configs benchmarks
 
 demo: $(STAMP)
 	$(BIN)/python -m ditjax.demo --workdir=$(DEMO_DIR)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import pathlib
 import sys
 from collections.abc import Callable
 
@@ -276,13 +275,11 @@ def class_match_sweep(
 
 def write_outputs(results: Results, image: Image.Image, png: str, json_path: str) -> None:
     """The plot as a PNG and the results as JSON (steps as string keys), each atomically."""
-    from ditjax.demo import write_json_atomic
+    from ditjax.atomic_files import write_json
     from ditjax.image_grid import save_png
 
     save_png(np.asarray(image.convert("RGB")), png)
-    path = pathlib.Path(json_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, {s: {str(n): v for n, v in row.items()} for s, row in results.items()})
+    write_json(json_path, {s: {str(n): v for n, v in row.items()} for s, row in results.items()})
 
 
 def main(argv: list[str] | None = None) -> int:
