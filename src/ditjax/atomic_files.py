@@ -60,18 +60,16 @@ def temporary_path_for(path: str | os.PathLike) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def replacing(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
-    """Yields a file opened with `mode` ("wb" or "w") whose contents replace `path` when the
-    block ends without an error (see `temporary_path_for`)."""
-    if mode not in ("wb", "w"):
-        raise ValueError(f"mode must be 'wb' or 'w', got {mode!r}")
-    with temporary_path_for(path) as temporary, open(temporary, mode) as f:
+def replacing(path: str | os.PathLike) -> Iterator[IO[bytes]]:
+    """Yields a binary file whose contents replace `path` when the block ends without an
+    error (see `temporary_path_for`)."""
+    with temporary_path_for(path) as temporary, open(temporary, "wb") as f:
         yield f
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Replaces `path` with `data`."""
-    with replacing(path, "wb") as f:
+    with replacing(path) as f:
         f.write(data)
 
 

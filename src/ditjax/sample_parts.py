@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ditjax.atomic_files import replacing, write_bytes
+from ditjax.atomic_files import replacing, write_text
 
 MANIFEST = "manifest.json"
 _PART = re.compile(r"^(\d+)-(\d+)\.npz$")
@@ -33,8 +33,7 @@ def create_manifest(parts: pathlib.Path, settings: Mapping[str, Any]) -> None:
     """Creates `parts` with a manifest of `settings` unless it already has one."""
     parts.mkdir(parents=True, exist_ok=True)
     if not (parts / MANIFEST).exists():
-        text = json.dumps(dict(settings), indent=2, sort_keys=True).encode()
-        write_bytes(parts / MANIFEST, text)
+        write_text(parts / MANIFEST, json.dumps(dict(settings), indent=2, sort_keys=True))
 
 
 def check_manifest(parts: pathlib.Path, settings: Mapping[str, Any]) -> None:
