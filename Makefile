@@ -64,14 +64,17 @@ bench: $(STAMP)
 # `make bench-accelerator`: DiT-XL/2 and DiT-B/2 at 256 px in bfloat16 on a GPU or TPU host,
 # every combination of BATCHES and REMAT (and ATTENTION: empty is JAX's choice; cudnn,xla
 # on a GPU compares the two), training and a 50-step guided sampling loop; variants that run
-# out of memory are reported and skipped. Writes benchmarks/results-<device>.json and .md.
+# out of memory are reported and skipped. Writes benchmarks/results-<device>.json and .md;
+# PROFILE_DIR=DIR also traces each variant there and reports its kernel time per operation.
 BATCHES ?= 64,128,256
 REMAT ?= none,dots_saveable
 ATTENTION ?=
+PROFILE_DIR ?=
 bench-accelerator: $(STAMP)
 	$(BIN)/python -m ditjax.bench --mode=train,sample --model=DiT-XL/2,DiT-B/2 \
 		--dtype=bfloat16 --batch_size=$(BATCHES) --remat=$(REMAT) --attention_impl=$(ATTENTION) \
-		--sample_steps=50 --repeats=3 --out_dir=benchmarks
+		--sample_steps=50 --repeats=3 --out_dir=benchmarks \
+		$(if $(PROFILE_DIR),--profile_dir=$(PROFILE_DIR))
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR)

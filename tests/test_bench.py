@@ -142,6 +142,8 @@ def test_bad_arguments_are_named(monkeypatch, capsys, tmp_path):
         (["--mode=train,data", f"--data_dir={tmp_path}"], "is not a latent dataset"),
         (["--mode=train", "--mesh", "0", "1"], "--mesh"),
         (["--mode=train", f"--out_dir={tmp_path / 'file'}"], "is not a directory"),
+        (["--mode=train", f"--profile_dir={tmp_path / 'file'}"], "--profile_dir"),
+        (["--mode=train", "--profile_steps=0"], "--profile_steps: must be at least 1"),
         (["--mode=train", "--mesh", str(jax.device_count() + 1), "1"], "does not divide"),
     ):
         line = refused([*TINY, *flags], monkeypatch, capsys)

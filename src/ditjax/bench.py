@@ -7,7 +7,8 @@ warm-up, compile time, model TFLOP/s from the analytic forward cost, utilisation
 device's peak (published for GPUs and TPUs, `--peak_tflops` to override; on CPU a float32
 matmul timed between the repeats of each mode), the memory the compiled program needs per
 device and the process's peak memory so far. `--out_dir` writes
-results-<device>.json and .md there.
+results-<device>.json and .md there. `--profile_dir` traces a few more calls of each model
+mode with the JAX profiler and reports the kernel time per step of each model operation.
 
 `--model`, `--batch_size`, `--remat` and `--attention_impl` take comma lists: every combination is
 measured in each mode (the remat policies in `train` only), a variant that runs out of device
@@ -42,6 +43,7 @@ from ditjax.benchmark import (
     describe,
     format_table,
     markdown_table,
+    profile_markdown,
     reference_peak,
     write_synthetic_latents,
 )
@@ -160,6 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--matmul_size", type=at_least(1), default=2048, help="CPU reference matmul"
     )
     parser.add_argument("--out_dir", default="", help="write results-<device>.json/.md here")
+    parser.add_argument(
+        "--profile_dir",
+        default="",
+        help="trace --profile_steps more calls of each model mode and variant here, and report "
+        "kernel time per model operation",
+    )
+    parser.add_argument("--profile_steps", type=at_least(1), default=2)
     return parser
 
 
@@ -201,6 +210,8 @@ def _specs(args: argparse.Namespace) -> list[BenchSpec]:
                 sampler=args.sampler,
                 sample_steps=args.sample_steps,
                 mesh=tuple(args.mesh),
+                profile_dir=args.profile_dir,
+                profile_steps=args.profile_steps,
             )
         )
     return specs
@@ -273,8 +284,10 @@ def plan_benchmarks(args: argparse.Namespace) -> BenchPlan:
     --out_dir and, for the data mode, that --data_dir is a latent dataset) and returns the
     plan; a ValueError names the first bad flag before anything is compiled or timed."""
     modes = parse_modes(args.mode)
-    if args.out_dir and os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
-        raise ValueError(f"--out_dir {args.out_dir!r} exists and is not a directory")
+    for flag in ("out_dir", "profile_dir"):
+        path = getattr(args, flag)
+        if path and os.path.exists(path) and not os.path.isdir(path):
+            raise ValueError(f"--{flag} {path!r} exists and is not a directory")
     specs = _specs(args)
     for spec in specs:
         spec.create_model()  # a bad model name or field
@@ -392,6 +405,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"utilisation against {_reference_words(peak)}")
     for line in best_lines(report):
         print(line)
+    profiles = [text for text in map(profile_markdown, report["results"]) if text]
+    for text in profiles:
+        print("\n" + text)
     if args.out_dir and jax.process_index() == 0:
         slug = device_slug(report["device_kind"], report["platform"])
         write_json(os.path.join(args.out_dir, f"results-{slug}.json"), report)
@@ -403,6 +419,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ]
         if report["best"]:
             lines += ["", *(f"- {line}" for line in best_lines(report))]
+        for text in profiles:
+            lines += ["", text]
         write_text(os.path.join(args.out_dir, f"results-{slug}.md"), "\n".join(lines) + "\n")
     return report
 

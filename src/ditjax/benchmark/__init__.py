@@ -15,6 +15,7 @@ from ditjax.benchmark.report import (
     describe,
     format_table,
     markdown_table,
+    profile_markdown,
 )
 from ditjax.benchmark.synthetic_latents import write_synthetic_latents
 
@@ -32,6 +33,7 @@ __all__ = [
     "known_peak_tflops",
     "markdown_table",
     "peak_memory_bytes",
+    "profile_markdown",
     "program_memory_bytes",
     "reference_peak",
     "write_synthetic_latents",

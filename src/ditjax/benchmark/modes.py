@@ -9,6 +9,8 @@ a sampling loop `steps` guided forwards.
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -21,6 +23,7 @@ import ml_collections
 import numpy as np
 
 from ditjax.benchmark.device import ReferencePeak, peak_memory_bytes, program_memory_bytes
+from ditjax.benchmark.profiling import profile_calls
 from ditjax.diffusion import create_diffusion, guided_model_fn
 from ditjax.models import DiT, create_model, forward_macs
 from ditjax.parallel import create_mesh, make_global_batch
@@ -47,6 +50,10 @@ class BenchSpec:
     sampler: str = "ddpm"
     sample_steps: int = 250
     mesh: tuple[int, int] = (-1, 1)
+    # Where to write a profiler trace of `profile_steps` calls made after the timed ones
+    # ("": none); the result then carries kernel time per model operation.
+    profile_dir: str = ""
+    profile_steps: int = 2
 
     def __post_init__(self):
         if self.batch_size < 1 or self.repeats < 1 or self.warmup < 0 or self.latent_size < 1:
@@ -54,6 +61,8 @@ class BenchSpec:
                 "batch_size, repeats and latent_size must be positive and warmup >= 0, got "
                 f"{self.batch_size}, {self.repeats}, {self.latent_size}, {self.warmup}"
             )
+        if self.profile_steps < 1:
+            raise ValueError(f"profile_steps must be positive, got {self.profile_steps}")
         if self.cfg_scale < 1.0:
             raise ValueError(f"cfg_scale must be >= 1, got {self.cfg_scale}")
 
@@ -89,6 +98,31 @@ def _time_repeats(call: Callable[[], Any], spec: BenchSpec, peak: ReferencePeak)
             reference_rates.append(peak.probe.flops_per_s())
     reference = statistics.median(reference_rates) if reference_rates else peak.flops_per_s
     return _Timing(times, reference)
+
+
+def _profile(
+    mode: str, spec: BenchSpec, call: Callable[[], Any], compiled: Any, timing: _Timing
+) -> dict[str, Any]:
+    """{"profile": kernel time per model operation} when `spec.profile_dir` is set, else {};
+    each variant's trace goes to its own folder there, named after the mode and variant (and
+    the process, where there are several)."""
+    if not spec.profile_dir:
+        return {}
+    variant = "-".join(
+        [mode, spec.model, f"b{spec.batch_size}", spec.dtype]
+        + [f"{key}-{value}" for key, value in spec.model_overrides]
+    )
+    if jax.process_count() > 1:
+        variant += f"-process{jax.process_index()}"
+    folder = re.sub(r"[^A-Za-z0-9.=_-]+", "-", variant).strip("-")
+    summary = profile_calls(
+        call,
+        compiled,
+        os.path.join(spec.profile_dir, folder),
+        steps=spec.profile_steps,
+        step_s=statistics.median(timing.step_times),
+    )
+    return {"profile": summary}
 
 
 def _compile(jitted, *args) -> tuple[Any, float]:
@@ -205,6 +239,7 @@ def bench_train(spec: BenchSpec, peak: ReferencePeak) -> dict[str, Any]:
         timing=timing,
         compile_s=compile_s,
         compiled=compiled,
+        **_profile("train", spec, call, compiled, timing),
     )
 
 
@@ -235,7 +270,8 @@ def bench_forward(spec: BenchSpec, peak: ReferencePeak) -> dict[str, Any]:
     x = jax.random.normal(jax.random.key(1), (spec.batch_size, *latent_shape), jnp.float32)
     t = jnp.full((spec.batch_size,), 500, jnp.int32)
     compiled, compile_s = _compile(forward, params, x, t)
-    timing = _time_repeats(lambda: jax.block_until_ready(compiled(params, x, t)), spec, peak)
+    call = lambda: jax.block_until_ready(compiled(params, x, t))  # noqa: E731
+    timing = _time_repeats(call, spec, peak)
     return _model_result(
         "forward",
         spec,
@@ -247,6 +283,7 @@ def bench_forward(spec: BenchSpec, peak: ReferencePeak) -> dict[str, Any]:
         compiled=compiled,
         cfg_scale=spec.cfg_scale,
         model_batch=spec.batch_size * _guided_forwards(spec.cfg_scale),
+        **_profile("forward", spec, call, compiled, timing),
     )
 
 
@@ -268,7 +305,8 @@ def bench_sample(spec: BenchSpec, peak: ReferencePeak) -> dict[str, Any]:
     labels = jnp.arange(spec.batch_size, dtype=jnp.int32) % model.num_classes
     key = jax.random.key(0)
     compiled, compile_s = _compile(sample, params, labels, key)
-    timing = _time_repeats(lambda: jax.block_until_ready(compiled(params, labels, key)), spec, peak)
+    call = lambda: jax.block_until_ready(compiled(params, labels, key))  # noqa: E731
+    timing = _time_repeats(call, spec, peak)
     result = _model_result(
         "sample",
         spec,
@@ -281,6 +319,7 @@ def bench_sample(spec: BenchSpec, peak: ReferencePeak) -> dict[str, Any]:
         cfg_scale=spec.cfg_scale,
         sampler=spec.sampler,
         sample_steps=spec.sample_steps,
+        **_profile("sample", spec, call, compiled, timing),
     )
     result["denoising_step_s"] = result["step_s"] / spec.sample_steps
     return result

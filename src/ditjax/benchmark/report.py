@@ -94,3 +94,27 @@ def markdown_table(results: Sequence[dict[str, Any]]) -> str:
     ]
     lines += ["| " + " | ".join(_row(r)) + " |" for r in results]
     return "\n".join(lines)
+
+
+def profile_markdown(result: dict[str, Any], top: int = 8) -> str:
+    """A result's kernel time per step (`result['profile']`) as a heading line, the time of
+    each kind and a markdown table of the `top` operations; "" for a result without one."""
+    profile = result.get("profile")
+    if not profile:
+        return ""
+    step_ms = result["step_s"] * 1e3
+    kinds = ", ".join(f"{kind} {ms:.1f}" for kind, ms in profile["by_kind_ms_per_step"].items())
+    lines = [
+        f"Kernel time per step of {result['mode']} {describe(result)} ({profile['steps']} "
+        f"profiled steps, trace `{profile['trace']}`): {profile['kernel_ms_per_step']:.1f} ms "
+        f"against a {step_ms:.1f} ms step; by kind (ms): {kinds}.",
+        "",
+        "| kind | operation | ms per step | calls per step | share of step |",
+        "|---|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {op['kind']} | `{op['op']}` | {op['ms_per_step']:.2f} | "
+        f"{op['calls_per_step']:g} | {op['share']:.1%} |"
+        for op in profile["ops"][:top]
+    ]
+    return "\n".join(lines)
