@@ -9,8 +9,10 @@ import jax.numpy as jnp
 import pytest
 
 from ditjax import bench
+from ditjax.benchmark import profile_markdown
 from ditjax.benchmark.profiling import (
     KernelLabel,
+    device_kernel_ms,
     kernel_events,
     kernel_labels,
     model_operation,
@@ -70,8 +72,10 @@ def test_device_events_are_counted_and_host_events_dropped_where_there_are_both(
         ]
     }
     assert list(kernel_events(trace)) == [("dot.2", 30.0), ("fusion.1", 5.0)]
+    assert device_kernel_ms(trace, steps=1) == pytest.approx(0.035)
     host_only = {"traceEvents": [e for e in trace["traceEvents"] if e.get("pid") == 1]}
     assert list(kernel_events(host_only)) == [("fusion.1", 500.0)]
+    assert device_kernel_ms(host_only, steps=1) is None
 
 
 def test_kernel_time_is_summed_per_operation_and_step():
@@ -111,6 +115,7 @@ def test_each_model_mode_reports_its_kernel_time_by_operation(profiled):
     for result in (train, forward):
         profile = result["profile"]
         assert profile["steps"] == 1 and profile["kernel_ms_per_step"] > 0
+        assert profile["device_kernel_ms_per_step"] is None  # a CPU trace has no devices
         assert profile["by_kind_ms_per_step"]["matmul"] > 0
         ops = [op["op"] for op in profile["ops"]]
         blocks = [op for op in ops if op.startswith("DiT/blocks/blocks_*/")]
@@ -131,3 +136,22 @@ def test_the_written_reports_carry_the_profiles(profiled):
     markdown = (out / "results-cpu.md").read_text()
     assert markdown.count("Kernel time per step of") == 2
     assert "| kind | operation | ms per step |" in markdown
+
+
+def test_a_profile_reads_as_markdown_with_the_device_total_where_there_is_one():
+    op = {"kind": "attention", "op": "DiT/blocks/blocks_*/attn/fmha", "ms_per_step": 4.0}
+    profile = {
+        "trace": "t.json.gz",
+        "steps": 2,
+        "kernel_ms_per_step": 9.0,
+        "device_kernel_ms_per_step": 9.5,
+        "by_kind_ms_per_step": {"attention": 4.0, "other": 5.0},
+        "ops": [{**op, "calls_per_step": 12, "share": 0.4}],
+    }
+    result = {"mode": "train", "model": "DiT-XL/2", "batch_size": 256, "step_s": 0.01}
+    text = profile_markdown({**result, "profile": profile})
+    assert "(every device kernel: 9.5 ms) against a 10.0 ms step" in text
+    assert "attention 4.0, other 5.0" in text
+    row = "| attention | `DiT/blocks/blocks_*/attn/fmha` | 4.00 | 12 | 40.0% |"
+    assert text.splitlines()[-1] == row
+    assert profile_markdown(result) == ""

@@ -153,19 +153,39 @@ def _joined(ops: list[str]) -> str:
     return " + ".join(parts)
 
 
-def kernel_events(trace: dict[str, Any]) -> Iterator[tuple[str, float]]:
-    """(HLO instruction name, microseconds) of each complete event of a trace-viewer trace.
+def _complete_events(trace: dict[str, Any]) -> list[dict[str, Any]]:
+    return [e for e in trace.get("traceEvents", ()) if e.get("ph") == "X" and "dur" in e]
 
-    Where the trace has device processes (GPU, TPU), only their events count, so that host
-    launches are not counted twice; on CPU every thread's events do."""
-    events = [e for e in trace.get("traceEvents", ()) if e.get("ph") == "X" and "dur" in e]
-    device_pids = {
+
+def _device_pids(trace: dict[str, Any]) -> set[Any]:
+    """The trace's GPU and TPU processes."""
+    return {
         e.get("pid")
         for e in trace.get("traceEvents", ())
         if e.get("ph") == "M"
         and e.get("name") == "process_name"
         and "/device:" in str(e.get("args", {}).get("name", ""))
     }
+
+
+def device_kernel_ms(trace: dict[str, Any], steps: int) -> float | None:
+    """Milliseconds per step of every kernel on the trace's devices, summed over devices and
+    streams, whether or not its HLO instruction is known; None for a trace without devices
+    (CPU). Much less than the step means idle devices, more than the labelled kernel time
+    kernels the HLO text does not name (a CUDA graph's, say)."""
+    device = _device_pids(trace)
+    if not device:
+        return None
+    return sum(e["dur"] for e in _complete_events(trace) if e.get("pid") in device) / steps / 1e3
+
+
+def kernel_events(trace: dict[str, Any]) -> Iterator[tuple[str, float]]:
+    """(HLO instruction name, microseconds) of each complete event of a trace-viewer trace.
+
+    Where the trace has device processes (GPU, TPU), only their events count, so that host
+    launches are not counted twice; on CPU every thread's events do."""
+    events = _complete_events(trace)
+    device_pids = _device_pids(trace)
     on_device = [e for e in events if e.get("pid") in device_pids]
     for event in on_device or events:
         args = event.get("args") or {}
@@ -247,4 +267,4 @@ def profile_calls(
     summary = summarise(
         kernel_events(trace), kernel_labels(compiled.as_text()), steps=steps, step_s=step_s
     )
-    return {"trace": path, **summary}
+    return {"trace": path, "device_kernel_ms_per_step": device_kernel_ms(trace, steps), **summary}
