@@ -78,6 +78,43 @@ def test_device_events_are_counted_and_host_events_dropped_where_there_are_both(
     assert device_kernel_ms(host_only, steps=1) is None
 
 
+def _line(pid: int, tid: int, name: str) -> dict:
+    return {"ph": "M", "pid": pid, "tid": tid, "name": "thread_name", "args": {"name": name}}
+
+
+def _kernel(pid: int, tid: int, name: str, dur: float, hlo_op: str = "") -> dict:
+    args = {"hlo_op": hlo_op} if hlo_op else {}
+    return {"ph": "X", "pid": pid, "tid": tid, "name": name, "dur": dur, "args": args}
+
+
+def test_only_kernel_lines_count_not_the_lines_derived_from_them():
+    gpu = [
+        {"ph": "M", "pid": 2, "name": "process_name", "args": {"name": "/device:GPU:0"}},
+        _line(2, 1, "Stream #14(Compute)"),
+        _line(2, 2, "XLA Modules"),
+        _line(2, 3, "XLA Ops"),
+        _kernel(2, 1, "sm90_gemm", 30.0, "dot.2"),
+        _kernel(2, 1, "loop_add", 5.0, "fusion.1"),
+        _kernel(2, 2, "jit_train_step(7)", 40.0),
+        _kernel(2, 3, "dot.2", 30.0),
+    ]
+    assert list(kernel_events({"traceEvents": gpu})) == [("dot.2", 30.0), ("fusion.1", 5.0)]
+    assert device_kernel_ms({"traceEvents": gpu}, steps=1) == pytest.approx(0.035)
+    tpu = [
+        {"ph": "M", "pid": 3, "name": "process_name", "args": {"name": "/device:TPU:0"}},
+        _line(3, 1, "XLA Modules"),
+        _line(3, 2, "XLA Ops"),
+        _kernel(3, 1, "jit_train_step(7)", 40.0),
+        _kernel(3, 2, "fusion.4", 12.0),
+        _kernel(3, 2, "convolution.5", 20.0),
+    ]
+    assert list(kernel_events({"traceEvents": tpu})) == [
+        ("fusion.4", 12.0),
+        ("convolution.5", 20.0),
+    ]
+    assert device_kernel_ms({"traceEvents": tpu}, steps=2) == pytest.approx(0.016)
+
+
 def test_kernel_time_is_summed_per_operation_and_step():
     dot = KernelLabel("matmul", "DiT/blocks/blocks_*/mlp/fc1/dot_general")
     add = KernelLabel("other", "DiT/blocks/blocks_*/add")

@@ -157,15 +157,42 @@ def _complete_events(trace: dict[str, Any]) -> list[dict[str, Any]]:
     return [e for e in trace.get("traceEvents", ()) if e.get("ph") == "X" and "dur" in e]
 
 
-def _device_pids(trace: dict[str, Any]) -> set[Any]:
-    """The trace's GPU and TPU processes."""
-    return {
-        e.get("pid")
-        for e in trace.get("traceEvents", ())
-        if e.get("ph") == "M"
-        and e.get("name") == "process_name"
-        and "/device:" in str(e.get("args", {}).get("name", ""))
-    }
+def _metadata_names(trace: dict[str, Any], kind: str) -> dict[Any, str]:
+    """The names a trace gives its processes (kind 'process_name', keyed by pid) or threads
+    ('thread_name', keyed by (pid, tid))."""
+    names = {}
+    for event in trace.get("traceEvents", ()):
+        if event.get("ph") == "M" and event.get("name") == kind:
+            key = (
+                event.get("pid") if kind == "process_name" else (event.get("pid"), event.get("tid"))
+            )
+            names[key] = str(event.get("args", {}).get("name", ""))
+    return names
+
+
+def _device_kernels(trace: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The kernel events of the trace's GPU and TPU processes, None for a trace without any.
+
+    A device's kernels are the events of its stream lines ('Stream #3'), or of its 'XLA Ops'
+    line where it has no streams (TPU); lines derived from them ('XLA Modules', 'Steps', and
+    'XLA Ops' beside streams) repeat the same time and are left out."""
+    processes = _metadata_names(trace, "process_name")
+    devices = {pid for pid, name in processes.items() if "/device:" in name}
+    if not devices:
+        return None
+    threads = _metadata_names(trace, "thread_name")
+    kernel_lines = set()
+    for pid in devices:
+        lines = {key: name for key, name in threads.items() if key[0] == pid}
+        streams = {key for key, name in lines.items() if name.startswith("Stream")}
+        ops = {key for key, name in lines.items() if name == "XLA Ops"}
+        kernel_lines |= streams or ops or {(pid, None)}
+    return [
+        e
+        for e in _complete_events(trace)
+        if e.get("pid") in devices
+        and ((e.get("pid"), e.get("tid")) in kernel_lines or (e.get("pid"), None) in kernel_lines)
+    ]
 
 
 def device_kernel_ms(trace: dict[str, Any], steps: int) -> float | None:
@@ -173,21 +200,19 @@ def device_kernel_ms(trace: dict[str, Any], steps: int) -> float | None:
     streams, whether or not its HLO instruction is known; None for a trace without devices
     (CPU). Much less than the step means idle devices, more than the labelled kernel time
     kernels the HLO text does not name (a CUDA graph's, say)."""
-    device = _device_pids(trace)
-    if not device:
+    kernels = _device_kernels(trace)
+    if kernels is None:
         return None
-    return sum(e["dur"] for e in _complete_events(trace) if e.get("pid") in device) / steps / 1e3
+    return sum(e["dur"] for e in kernels) / steps / 1e3
 
 
 def kernel_events(trace: dict[str, Any]) -> Iterator[tuple[str, float]]:
-    """(HLO instruction name, microseconds) of each complete event of a trace-viewer trace.
+    """(HLO instruction name, microseconds) of each kernel event of a trace-viewer trace.
 
-    Where the trace has device processes (GPU, TPU), only their events count, so that host
+    Where the trace has device processes (GPU, TPU), only their kernels count, so that host
     launches are not counted twice; on CPU every thread's events do."""
-    events = _complete_events(trace)
-    device_pids = _device_pids(trace)
-    on_device = [e for e in events if e.get("pid") in device_pids]
-    for event in on_device or events:
+    kernels = _device_kernels(trace)
+    for event in _complete_events(trace) if kernels is None else kernels:
         args = event.get("args") or {}
         yield str(args.get("hlo_op") or event.get("name", "")), float(event["dur"])
 
