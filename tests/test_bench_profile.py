@@ -12,11 +12,10 @@ from ditjax import bench
 from ditjax.benchmark import profile_markdown
 from ditjax.benchmark.profiling import (
     KernelLabel,
-    device_kernel_ms,
-    kernel_events,
     kernel_labels,
     model_operation,
     summarise,
+    trace_kernels,
 )
 from test_bench import TINY
 
@@ -71,11 +70,9 @@ def test_device_events_are_counted_and_host_events_dropped_where_there_are_both(
             {"ph": "i", "pid": 2, "name": "marker"},
         ]
     }
-    assert list(kernel_events(trace)) == [("dot.2", 30.0), ("fusion.1", 5.0)]
-    assert device_kernel_ms(trace, steps=1) == pytest.approx(0.035)
+    assert trace_kernels(trace) == ([("dot.2", 30.0), ("fusion.1", 5.0)], 35.0)
     host_only = {"traceEvents": [e for e in trace["traceEvents"] if e.get("pid") == 1]}
-    assert list(kernel_events(host_only)) == [("fusion.1", 500.0)]
-    assert device_kernel_ms(host_only, steps=1) is None
+    assert trace_kernels(host_only) == ([("fusion.1", 500.0)], None)
 
 
 def _line(pid: int, tid: int, name: str) -> dict:
@@ -98,8 +95,7 @@ def test_only_kernel_lines_count_not_the_lines_derived_from_them():
         _kernel(2, 2, "jit_train_step(7)", 40.0),
         _kernel(2, 3, "dot.2", 30.0),
     ]
-    assert list(kernel_events({"traceEvents": gpu})) == [("dot.2", 30.0), ("fusion.1", 5.0)]
-    assert device_kernel_ms({"traceEvents": gpu}, steps=1) == pytest.approx(0.035)
+    assert trace_kernels({"traceEvents": gpu}) == ([("dot.2", 30.0), ("fusion.1", 5.0)], 35.0)
     tpu = [
         {"ph": "M", "pid": 3, "name": "process_name", "args": {"name": "/device:TPU:0"}},
         _line(3, 1, "XLA Modules"),
@@ -108,11 +104,8 @@ def test_only_kernel_lines_count_not_the_lines_derived_from_them():
         _kernel(3, 2, "fusion.4", 12.0),
         _kernel(3, 2, "convolution.5", 20.0),
     ]
-    assert list(kernel_events({"traceEvents": tpu})) == [
-        ("fusion.4", 12.0),
-        ("convolution.5", 20.0),
-    ]
-    assert device_kernel_ms({"traceEvents": tpu}, steps=2) == pytest.approx(0.016)
+    kernels = [("fusion.4", 12.0), ("convolution.5", 20.0)]
+    assert trace_kernels({"traceEvents": tpu}) == (kernels, 32.0)
 
 
 def test_kernel_time_is_summed_per_operation_and_step():
@@ -120,16 +113,18 @@ def test_kernel_time_is_summed_per_operation_and_step():
     add = KernelLabel("other", "DiT/blocks/blocks_*/add")
     labels = {"dot.1": dot, "dot.2": dot, "add.3": add}
     events = [("dot.1", 3000.0), ("dot.2", 5000.0), ("add.3", 1000.0), ("unknown", 9e9)] * 2
-    assert len(summarise(events, labels, steps=2, step_s=0.02)["ops"]) == 2
-    summary = summarise(events, labels, steps=2, step_s=0.02, top=1)
-    assert summary["steps"] == 2
+    summary = summarise(events, labels, steps=2, step_s=0.02)
+    assert summary["steps"] == 2 and summary["device_kernel_ms_per_step"] is None
     assert summary["kernel_ms_per_step"] == pytest.approx(9.0)
     assert summary["by_kind_ms_per_step"] == pytest.approx({"matmul": 8.0, "other": 1.0})
     assert list(summary["by_kind_ms_per_step"]) == ["matmul", "other"]
-    (top,) = summary["ops"]
+    top, second = summary["ops"]
     assert top["op"] == dot.op and top["kind"] == "matmul"
     assert top["ms_per_step"] == pytest.approx(8.0)
     assert top["calls_per_step"] == 2 and top["share"] == pytest.approx(0.4)
+    assert second["op"] == add.op and second["ms_per_step"] == pytest.approx(1.0)
+    on_device = summarise(events, labels, steps=2, step_s=0.02, device_us=70000.0)
+    assert on_device["device_kernel_ms_per_step"] == pytest.approx(35.0)
     with pytest.raises(ValueError, match="steps"):
         summarise(events, labels, steps=0, step_s=0.02)
 
@@ -187,6 +182,7 @@ def test_a_profile_reads_as_markdown_with_the_device_total_where_there_is_one():
     }
     result = {"mode": "train", "model": "DiT-XL/2", "batch_size": 256, "step_s": 0.01}
     text = profile_markdown({**result, "profile": profile})
+    assert "(2 profiled steps, trace `t.json.gz`): 9.0 ms (every device kernel: 9.5 ms)" in text
     assert "(every device kernel: 9.5 ms) against a 10.0 ms step" in text
     assert "attention 4.0, other 5.0" in text
     row = "| attention | `DiT/blocks/blocks_*/attn/fmha` | 4.00 | 12 | 40.0% |"

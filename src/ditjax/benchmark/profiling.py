@@ -17,7 +17,7 @@ import gzip
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import jax
@@ -31,7 +31,7 @@ _CONTAINER_OPCODES = frozenset({"while", "conditional", "call"})
 _HEADER = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+) = (?:\([^=]*?\)|\S+) ([\w\-]+)\(")
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
-_CALLS = re.compile(r"(?:calls|to_apply|body|condition)=%?([\w.\-]+)")
+_CALLS = re.compile(r"calls=%?([\w.\-]+)")
 _TARGET = re.compile(r'custom_call_target="([^"]*)"')
 
 
@@ -157,64 +157,59 @@ def _complete_events(trace: dict[str, Any]) -> list[dict[str, Any]]:
     return [e for e in trace.get("traceEvents", ()) if e.get("ph") == "X" and "dur" in e]
 
 
-def _metadata_names(trace: dict[str, Any], kind: str) -> dict[Any, str]:
-    """The names a trace gives its processes (kind 'process_name', keyed by pid) or threads
-    ('thread_name', keyed by (pid, tid))."""
-    names = {}
-    for event in trace.get("traceEvents", ()):
-        if event.get("ph") == "M" and event.get("name") == kind:
-            key = (
-                event.get("pid") if kind == "process_name" else (event.get("pid"), event.get("tid"))
-            )
-            names[key] = str(event.get("args", {}).get("name", ""))
-    return names
+def _named(trace: dict[str, Any], kind: str) -> list[tuple[dict[str, Any], str]]:
+    """The trace's metadata events of `kind` ('process_name', 'thread_name') and the names
+    they give."""
+    return [
+        (e, str(e.get("args", {}).get("name", "")))
+        for e in trace.get("traceEvents", ())
+        if e.get("ph") == "M" and e.get("name") == kind
+    ]
 
 
 def _device_kernels(trace: dict[str, Any]) -> list[dict[str, Any]] | None:
     """The kernel events of the trace's GPU and TPU processes, None for a trace without any.
 
     A device's kernels are the events of its stream lines ('Stream #3'), or of its 'XLA Ops'
-    line where it has no streams (TPU); lines derived from them ('XLA Modules', 'Steps', and
-    'XLA Ops' beside streams) repeat the same time and are left out."""
-    processes = _metadata_names(trace, "process_name")
-    devices = {pid for pid, name in processes.items() if "/device:" in name}
+    line where it has no streams (TPU), or all its events where its lines have neither name;
+    lines derived from them ('XLA Modules', 'Steps', and 'XLA Ops' beside streams) repeat the
+    same time and are left out."""
+    devices = {e.get("pid") for e, name in _named(trace, "process_name") if "/device:" in name}
     if not devices:
         return None
-    threads = _metadata_names(trace, "thread_name")
-    kernel_lines = set()
-    for pid in devices:
-        lines = {key: name for key, name in threads.items() if key[0] == pid}
-        streams = {key for key, name in lines.items() if name.startswith("Stream")}
-        ops = {key for key, name in lines.items() if name == "XLA Ops"}
-        kernel_lines |= streams or ops or {(pid, None)}
-    return [
-        e
-        for e in _complete_events(trace)
-        if e.get("pid") in devices
-        and ((e.get("pid"), e.get("tid")) in kernel_lines or (e.get("pid"), None) in kernel_lines)
-    ]
+    streams: dict[Any, set[Any]] = collections.defaultdict(set)
+    ops: dict[Any, set[Any]] = collections.defaultdict(set)
+    for e, name in _named(trace, "thread_name"):
+        if name.startswith("Stream"):
+            streams[e.get("pid")].add(e.get("tid"))
+        elif name == "XLA Ops":
+            ops[e.get("pid")].add(e.get("tid"))
+    # The kernel lines of each device; None: all of them.
+    lines = {pid: streams.get(pid) or ops.get(pid) for pid in devices}
+
+    def is_kernel(event: dict[str, Any]) -> bool:
+        pid = event.get("pid")
+        return pid in lines and (lines[pid] is None or event.get("tid") in lines[pid])
+
+    return [e for e in _complete_events(trace) if is_kernel(e)]
 
 
-def device_kernel_ms(trace: dict[str, Any], steps: int) -> float | None:
-    """Milliseconds per step of every kernel on the trace's devices, summed over devices and
-    streams, whether or not its HLO instruction is known; None for a trace without devices
-    (CPU). Much less than the step means idle devices, more than the labelled kernel time
+def trace_kernels(trace: dict[str, Any]) -> tuple[list[tuple[str, float]], float | None]:
+    """The kernel events of a trace-viewer trace as (HLO instruction name, microseconds), and
+    the microseconds of all its device kernels together (None for a trace without devices).
+
+    Where the trace has device processes (GPU, TPU), only their kernels count, named by their
+    `hlo_op`, so that host launches are not counted twice; on CPU every thread's events do,
+    named by the event. The device total counts every kernel, whether or not its instruction
+    is known: much less than the steps means idle devices, more than the labelled kernel time
     kernels the HLO text does not name (a CUDA graph's, say)."""
     kernels = _device_kernels(trace)
-    if kernels is None:
-        return None
-    return sum(e["dur"] for e in kernels) / steps / 1e3
-
-
-def kernel_events(trace: dict[str, Any]) -> Iterator[tuple[str, float]]:
-    """(HLO instruction name, microseconds) of each kernel event of a trace-viewer trace.
-
-    Where the trace has device processes (GPU, TPU), only their kernels count, so that host
-    launches are not counted twice; on CPU every thread's events do."""
-    kernels = _device_kernels(trace)
-    for event in _complete_events(trace) if kernels is None else kernels:
-        args = event.get("args") or {}
-        yield str(args.get("hlo_op") or event.get("name", "")), float(event["dur"])
+    events = _complete_events(trace) if kernels is None else kernels
+    times = [
+        (str((e.get("args") or {}).get("hlo_op") or e.get("name", "")), float(e["dur"]))
+        for e in events
+    ]
+    return times, None if kernels is None else sum(duration for _, duration in times)
 
 
 def summarise(
@@ -223,11 +218,12 @@ def summarise(
     *,
     steps: int,
     step_s: float,
-    top: int | None = None,
+    device_us: float | None = None,
 ) -> dict[str, Any]:
-    """Kernel time per step of each model operation, the largest first (the `top` of them;
-    None: all), and of each kind. `share` is against the measured step time; kernels that run
-    at the same time (on several CPU threads, say) can add up to more than the step."""
+    """Kernel time per step of each model operation, the largest first, of each kind, and of
+    all the devices' kernels (`device_us` in all, from `trace_kernels`). `share` is against
+    the measured step time; kernels that run at the same time (on several CPU threads, say)
+    can add up to more than the step."""
     if steps < 1 or step_s <= 0:
         raise ValueError(f"steps must be positive and step_s > 0, got {steps}, {step_s}")
     microseconds: dict[KernelLabel, float] = collections.defaultdict(float)
@@ -248,6 +244,7 @@ def summarise(
     ranked = sorted(microseconds, key=lambda label: -microseconds[label])
     return {
         "steps": steps,
+        "device_kernel_ms_per_step": None if device_us is None else per_step(device_us),
         "kernel_ms_per_step": per_step(sum(microseconds.values())),
         "by_kind_ms_per_step": dict(sorted(by_kind.items(), key=lambda item: -item[1])),
         "ops": [
@@ -258,7 +255,7 @@ def summarise(
                 "calls_per_step": calls[label] / steps,
                 "share": per_step(microseconds[label]) / step_ms,
             }
-            for label in ranked[:top]
+            for label in ranked
         ],
     }
 
@@ -289,7 +286,9 @@ def profile_calls(
     path = _newest_trace(log_dir)
     with gzip.open(path, "rt") as stream:
         trace = json.load(stream)
-    summary = summarise(
-        kernel_events(trace), kernel_labels(compiled.as_text()), steps=steps, step_s=step_s
-    )
-    return {"trace": path, "device_kernel_ms_per_step": device_kernel_ms(trace, steps), **summary}
+    events, device_us = trace_kernels(trace)
+    labels = kernel_labels(compiled.as_text())
+    return {
+        "trace": path,
+        **summarise(events, labels, steps=steps, step_s=step_s, device_us=device_us),
+    }

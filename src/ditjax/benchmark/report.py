@@ -106,9 +106,10 @@ def profile_markdown(result: dict[str, Any], top: int = 8) -> str:
     kinds = ", ".join(f"{kind} {ms:.1f}" for kind, ms in profile["by_kind_ms_per_step"].items())
     device = profile.get("device_kernel_ms_per_step")
     on_device = "" if device is None else f" (every device kernel: {device:.1f} ms)"
+    steps = f"{profile['steps']} profiled step" + ("s" if profile["steps"] != 1 else "")
     lines = [
-        f"Kernel time per step of {result['mode']} {describe(result)} ({profile['steps']} "
-        f"profiled steps, trace `{profile['trace']}`): {profile['kernel_ms_per_step']:.1f} ms"
+        f"Kernel time per step of {result['mode']} {describe(result)} ({steps}, trace "
+        f"`{profile['trace']}`): {profile['kernel_ms_per_step']:.1f} ms"
         f"{on_device} against a {step_ms:.1f} ms step; by kind (ms): {kinds}.",
         "",
         "| kind | operation | ms per step | calls per step | share of step |",
