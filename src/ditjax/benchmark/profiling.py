@@ -277,8 +277,8 @@ def profile_calls(
     step_s: float,
 ) -> dict[str, Any]:
     """Runs `call` (which must block) `steps` times under the JAX profiler, writing the trace
-    to `log_dir` (TensorBoard's profile plugin and Perfetto read it), and summarises the kernel
-    time of `compiled`'s instructions per step."""
+    to `log_dir` (Perfetto opens it, and so does TensorBoard's profile plugin), and summarises
+    the kernel time of `compiled`'s instructions per step."""
     os.makedirs(log_dir, exist_ok=True)
     with jax.profiler.trace(log_dir):
         for _ in range(steps):
