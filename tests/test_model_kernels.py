@@ -1,4 +1,5 @@
-"""The hand-written pieces of the model against JAX's own: attention, Dense, gradient boundary."""
+"""The hand-written pieces of the model against JAX's own: attention, Dense, modulated LayerNorm,
+gradient boundary."""
 
 import flax.linen as nn
 import jax
@@ -8,7 +9,7 @@ import pytest
 
 from ditjax.models.attention import dot_product_attention, example_groups, explicit_attention
 from ditjax.models.gradient_boundary import gradient_boundary
-from ditjax.models.layers import Dense
+from ditjax.models.layers import Dense, LayerNorm, modulate, modulated_layer_norm
 
 
 def _qkv(seed, t=5, s=7):
@@ -87,6 +88,38 @@ def test_dense_matches_flax_dense_in_value_and_gradient(shape):
     want = jax.grad(loss, argnums=(1, 2))(reference, params, x)
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "rtol"), [(jnp.float32, 1e-5), (jnp.bfloat16, 2e-2)], ids=["float32", "bfloat16"]
+)
+def test_modulated_layer_norm_matches_autodiff_in_value_and_gradient(dtype, rtol):
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(3.0 + 2.0 * rng.normal(size=(2, 6, 16)), dtype)
+    shift, scale = (jnp.asarray(rng.normal(size=(2, 16)), dtype) for _ in range(2))
+    weights = jnp.asarray(rng.normal(size=(2, 6, 16)), jnp.float32)
+
+    def loss(fn):
+        return lambda *args: jnp.sum(jnp.sin(fn(*args).astype(jnp.float32)) * weights)
+
+    ours = lambda x, shift, scale: modulated_layer_norm(x, shift, scale, dtype)  # noqa: E731
+    reference = lambda x, shift, scale: modulate(  # noqa: E731
+        LayerNorm(dtype=dtype).apply({}, x), shift, scale
+    )
+    out = ours(x, shift, scale)
+    assert out.dtype == dtype
+    # The forward pass is the same computation, so it must agree to the bit.
+    np.testing.assert_array_equal(
+        np.asarray(out, np.float32), np.asarray(reference(x, shift, scale), np.float32)
+    )
+    got = jax.grad(loss(ours), argnums=(0, 1, 2))(x, shift, scale)
+    want = jax.grad(loss(reference), argnums=(0, 1, 2))(x, shift, scale)
+    for a, b in zip(got, want, strict=True):
+        assert a.dtype == b.dtype == dtype
+        scale_of = float(jnp.max(jnp.abs(b.astype(jnp.float32))))
+        np.testing.assert_allclose(
+            np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=rtol, atol=rtol * scale_of
+        )
 
 
 def test_gradient_boundary_is_the_identity_with_its_gradient():

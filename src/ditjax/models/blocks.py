@@ -17,7 +17,7 @@ from ditjax.models.layers import (
     Modulation,
     SelfAttention,
     dense,
-    modulate,
+    modulated_layer_norm,
 )
 
 BLOCK_TYPES = ("adaln_zero", "adaln", "cross_attention", "in_context")
@@ -48,9 +48,10 @@ class AdaLNZeroBlock(BlockBase):
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = Modulation(
             6, zero_init=True, dtype=self.dtype, name="adaLN_modulation"
         )(c)
-        norm = LayerNorm(dtype=self.dtype)
-        x = x + gate_msa[:, None] * self.attention()(modulate(norm(x), shift_msa, scale_msa))
-        x = x + gate_mlp[:, None] * self.mlp(x.shape[-1])(modulate(norm(x), shift_mlp, scale_mlp))
+        attn_in = modulated_layer_norm(x, shift_msa, scale_msa, self.dtype)
+        x = x + gate_msa[:, None] * self.attention()(attn_in)
+        mlp_in = modulated_layer_norm(x, shift_mlp, scale_mlp, self.dtype)
+        x = x + gate_mlp[:, None] * self.mlp(x.shape[-1])(mlp_in)
         return x
 
 
@@ -62,9 +63,8 @@ class AdaLNBlock(BlockBase):
         shift_msa, scale_msa, shift_mlp, scale_mlp = Modulation(
             4, zero_init=False, dtype=self.dtype, name="adaLN_modulation"
         )(c)
-        norm = LayerNorm(dtype=self.dtype)
-        x = x + self.attention()(modulate(norm(x), shift_msa, scale_msa))
-        x = x + self.mlp(x.shape[-1])(modulate(norm(x), shift_mlp, scale_mlp))
+        x = x + self.attention()(modulated_layer_norm(x, shift_msa, scale_msa, self.dtype))
+        x = x + self.mlp(x.shape[-1])(modulated_layer_norm(x, shift_mlp, scale_mlp, self.dtype))
         return x
 
 
@@ -117,7 +117,7 @@ class FinalLayer(nn.Module):
             shift, scale = Modulation(2, zero_init=True, dtype=self.dtype, name="adaLN_modulation")(
                 c
             )
-            x = modulate(LayerNorm(dtype=self.dtype)(x), shift, scale)
+            x = modulated_layer_norm(x, shift, scale, self.dtype)
         else:
             x = LayerNorm(True, self.dtype, name="norm_final")(x)
         features = self.patch_size * self.patch_size * self.out_channels

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -109,6 +110,51 @@ class LayerNorm(nn.Module):
 def modulate(x: jax.Array, shift: jax.Array, scale: jax.Array) -> jax.Array:
     """adaLN modulation of tokens (N, T, D) by per-example (N, D) shift and scale."""
     return x * (1 + scale[:, None, :]) + shift[:, None, :]
+
+
+def _normalise(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """LayerNorm without affine parameters in float32: the normalised x and 1 / std."""
+    x32 = x.astype(jnp.float32)
+    mean = jnp.mean(x32, axis=-1, keepdims=True)
+    inverse_std = jax.lax.rsqrt(
+        jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True) + LAYER_NORM_EPS
+    )
+    return (x32 - mean) * inverse_std, inverse_std
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def modulated_layer_norm(
+    x: jax.Array, shift: jax.Array, scale: jax.Array, dtype: jnp.dtype
+) -> jax.Array:
+    """`modulate(LayerNorm(dtype=dtype)(x), shift, scale)`: tokens x (N, T, D), shift and
+    scale (N, D) -> (N, T, D) in `dtype`.
+
+    The same forward pass, with its backward pass written out: two reductions over tokens for
+    shift and scale, and the LayerNorm gradient from two reductions over features.
+    """
+    return _modulated_layer_norm_fwd(x, shift, scale, dtype)[0]
+
+
+def _modulated_layer_norm_fwd(x, shift, scale, dtype):
+    normalised, inverse_std = _normalise(x)
+    out = modulate(normalised.astype(dtype), shift, scale)
+    return out, (normalised, inverse_std, scale, jnp.zeros((), x.dtype))
+
+
+def _modulated_layer_norm_bwd(dtype, residuals, g):
+    normalised, inverse_std, scale, x_like = residuals
+    d_shift = jnp.sum(g, axis=1)
+    d_scale = jnp.sum(g * normalised.astype(dtype), axis=1)
+    d_normalised = (g * (1 + scale[:, None, :])).astype(jnp.float32)
+    dx = inverse_std * (
+        d_normalised
+        - jnp.mean(d_normalised, axis=-1, keepdims=True)
+        - normalised * jnp.mean(d_normalised * normalised, axis=-1, keepdims=True)
+    )
+    return dx.astype(x_like.dtype), d_shift, d_scale
+
+
+modulated_layer_norm.defvjp(_modulated_layer_norm_fwd, _modulated_layer_norm_bwd)
 
 
 class SelfAttention(nn.Module):
