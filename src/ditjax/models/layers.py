@@ -80,6 +80,16 @@ def dense(
     return Dense(features, tuple(axes), dtype, zero_init, name=name)
 
 
+def _normalise(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """LayerNorm without affine parameters in float32: the normalised x and 1 / std."""
+    x32 = x.astype(jnp.float32)
+    mean = jnp.mean(x32, axis=-1, keepdims=True)
+    inverse_std = jax.lax.rsqrt(
+        jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True) + LAYER_NORM_EPS
+    )
+    return (x32 - mean) * inverse_std, inverse_std
+
+
 class LayerNorm(nn.Module):
     """LayerNorm (eps 1e-6) with statistics in float32; affine parameters optional."""
 
@@ -88,10 +98,7 @@ class LayerNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        x32 = x.astype(jnp.float32)
-        mean = jnp.mean(x32, axis=-1, keepdims=True)
-        var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
-        y = (x32 - mean) * jax.lax.rsqrt(var + LAYER_NORM_EPS)
+        y, _ = _normalise(x)
         if self.use_affine:
             features = x.shape[-1]
             scale = self.param(
@@ -112,16 +119,6 @@ def modulate(x: jax.Array, shift: jax.Array, scale: jax.Array) -> jax.Array:
     return x * (1 + scale[:, None, :]) + shift[:, None, :]
 
 
-def _normalise(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """LayerNorm without affine parameters in float32: the normalised x and 1 / std."""
-    x32 = x.astype(jnp.float32)
-    mean = jnp.mean(x32, axis=-1, keepdims=True)
-    inverse_std = jax.lax.rsqrt(
-        jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True) + LAYER_NORM_EPS
-    )
-    return (x32 - mean) * inverse_std, inverse_std
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def modulated_layer_norm(
     x: jax.Array, shift: jax.Array, scale: jax.Array, dtype: jnp.dtype
@@ -138,6 +135,7 @@ def modulated_layer_norm(
 def _modulated_layer_norm_fwd(x, shift, scale, dtype):
     normalised, inverse_std = _normalise(x)
     out = modulate(normalised.astype(dtype), shift, scale)
+    # A zero of x's dtype, which the cotangent of x must have.
     return out, (normalised, inverse_std, scale, jnp.zeros((), x.dtype))
 
 
