@@ -19,6 +19,8 @@ _HEADERS = (
 )
 
 
+_PROFILE_HEADERS = ("kind", "operation", "ms per step", "calls per step", "share of step")
+
 # Model fields a benchmark sweeps, as they read in a result's description.
 _VARIANT_FIELDS = (("remat_policy", "remat"), ("attention_impl", "attention"))
 
@@ -86,14 +88,19 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
     )
 
 
+def _markdown(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub markdown table, its first two columns text and the rest numbers."""
+    lines = [
+        "| " + " | ".join(headers) + " |",
+        "|" + "|".join(["---"] * 2 + ["---:"] * (len(headers) - 2)) + "|",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def markdown_table(results: Sequence[dict[str, Any]]) -> str:
     """The results as a GitHub markdown table."""
-    lines = [
-        "| " + " | ".join(_HEADERS) + " |",
-        "|" + "|".join(["---"] * 2 + ["---:"] * (len(_HEADERS) - 2)) + "|",
-    ]
-    lines += ["| " + " | ".join(_row(r)) + " |" for r in results]
-    return "\n".join(lines)
+    return _markdown(_HEADERS, [_row(r) for r in results])
 
 
 def profile_markdown(result: dict[str, Any], top: int = 8) -> str:
@@ -107,17 +114,19 @@ def profile_markdown(result: dict[str, Any], top: int = 8) -> str:
     device = profile.get("device_kernel_ms_per_step")
     on_device = "" if device is None else f" (every device kernel: {device:.1f} ms)"
     steps = f"{profile['steps']} profiled step" + ("s" if profile["steps"] != 1 else "")
-    lines = [
+    heading = (
         f"Kernel time per step of {result['mode']} {describe(result)} ({steps}, trace "
         f"`{profile['trace']}`): {profile['kernel_ms_per_step']:.1f} ms"
-        f"{on_device} against a {step_ms:.1f} ms step; by kind (ms): {kinds}.",
-        "",
-        "| kind | operation | ms per step | calls per step | share of step |",
-        "|---|---|---:|---:|---:|",
-    ]
-    lines += [
-        f"| {op['kind']} | `{op['op']}` | {op['ms_per_step']:.2f} | "
-        f"{op['calls_per_step']:g} | {op['share']:.1%} |"
+        f"{on_device} against a {step_ms:.1f} ms step; by kind (ms): {kinds}."
+    )
+    rows = [
+        [
+            op["kind"],
+            f"`{op['op']}`",
+            f"{op['ms_per_step']:.2f}",
+            f"{op['calls_per_step']:g}",
+            f"{op['share']:.1%}",
+        ]
         for op in profile["ops"][:top]
     ]
-    return "\n".join(lines)
+    return heading + "\n\n" + _markdown(_PROFILE_HEADERS, rows)
