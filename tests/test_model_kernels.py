@@ -38,6 +38,54 @@ def test_explicit_attention_matches_jax_in_value_and_gradient():
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
+def _equations(jaxpr):
+    """Every equation of a jaxpr and of the jaxprs nested in its equations."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (tuple, list)) else (param,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    yield from _equations(inner)
+
+
+def _constant_scalings_of_logits(scale, t=5, s=7):
+    """How many (N, H, T, S) arrays explicit attention's forward and backward passes multiply
+    by a scalar."""
+    q, k, v = _qkv(0, t, s)
+    closed = jax.make_jaxpr(
+        lambda q, k, v: jax.vjp(lambda *a: explicit_attention(*a, scale), q, k, v)[1](q)
+    )(q, k, v)
+    return sum(
+        eqn.primitive.name == "mul"
+        and eqn.outvars[0].aval.shape[-2:] == (t, s)
+        and any(var.aval.shape == () for var in eqn.invars)
+        for eqn in _equations(closed.jaxpr)
+    )
+
+
+def test_power_of_two_attention_scale_goes_on_q_not_on_the_logits():
+    assert _constant_scalings_of_logits(0.125) == 0
+    assert _constant_scalings_of_logits(0.5) == 0
+    # Any other scale would round differently on q, so it stays on the logits.
+    assert _constant_scalings_of_logits(8**-0.5) > 0
+    q, k, v = _qkv(5)
+    g = jnp.asarray(np.random.default_rng(6).normal(size=q.shape).astype(np.float32))
+    for scale in (0.125, 8**-0.5):
+        ours = jax.vjp(lambda *a, scale=scale: explicit_attention(*a, scale), q, k, v)
+        theirs = jax.vjp(
+            lambda *a, scale=scale: jax.nn.dot_product_attention(
+                *a, scale=scale, implementation="xla"
+            ),
+            q,
+            k,
+            v,
+        )
+        np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-5, atol=1e-6)
+        for got, want in zip(ours[1](g), theirs[1](g), strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize(("batch", "groups"), [(8, 4), (12, 4), (6, 2), (2, 2), (3, 1), (1, 1)])
 def test_example_groups_divide_the_batch(batch, groups):
     assert example_groups(batch) == groups

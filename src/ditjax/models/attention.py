@@ -31,6 +31,23 @@ def _keys_first(x: jax.Array) -> jax.Array:
     return jnp.transpose(x, (0, 3, 1, 2))
 
 
+def _scale_factors(scale: float) -> tuple[float, float]:
+    """(q factor, logits factor) whose product is `scale`.
+
+    A power-of-two scale (head dim 64: 1/8) goes on q, an (N, H, T, d) multiply that is exact
+    in any float dtype, so the logits come out the same to the bit and need no (N, H, T, S)
+    scaling, which XLA's CPU backend reads from a materialised array of the constant. Any
+    other scale stays on the float32 logits, where rounding it into q would change them.
+    """
+    if math.frexp(scale)[0] == 0.5:
+        return scale, 1.0
+    return 1.0, scale
+
+
+def _scaled(x: jax.Array, factor: float) -> jax.Array:
+    return x if factor == 1.0 else x * jnp.asarray(factor, x.dtype)
+
+
 def _forward(qh: jax.Array, kh: jax.Array, vh: jax.Array, scale: float):
     """Head-first attention q (N, H, T, d), k and v (N, H, S, d) -> (N, H, T, d), and what
     the backward pass needs.
@@ -38,11 +55,14 @@ def _forward(qh: jax.Array, kh: jax.Array, vh: jax.Array, scale: float):
     The softmax is normalised after the product with v: one (N, H, T, d) scaling instead of
     an (N, H, T, S) one, and XLA's CPU backend runs the whole thing as one fused kernel.
     """
-    logits = jnp.einsum("nhtd,nhsd->nhts", qh, kh, preferred_element_type=jnp.float32) * scale
+    q_factor, logits_factor = _scale_factors(scale)
+    qs = _scaled(qh, q_factor)
+    logits = jnp.einsum("nhtd,nhsd->nhts", qs, kh, preferred_element_type=jnp.float32)
+    logits = _scaled(logits, logits_factor)
     weights = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
     inverse_sums = 1.0 / jnp.sum(weights, axis=-1, keepdims=True)
     out = jnp.einsum("nhts,nhsd->nhtd", weights.astype(vh.dtype), vh) * inverse_sums
-    return out.astype(vh.dtype), (qh, kh, vh, weights, inverse_sums)
+    return out.astype(vh.dtype), (qs, kh, vh, weights, inverse_sums)
 
 
 def _backward(scale: float, residuals, gh: jax.Array):
@@ -52,14 +72,15 @@ def _backward(scale: float, residuals, gh: jax.Array):
     dk and dv contract over the query axis; as (N, H, d, S) products they run as plain
     row-major matrix products, and the transpose back to token-major order is needed anyway.
     """
-    qh, kh, vh, weights, inverse_sums = residuals
+    q_factor, logits_factor = _scale_factors(scale)
+    qs, kh, vh, weights, inverse_sums = residuals
     p = weights * inverse_sums
     dv = jnp.einsum("nhtd,nhts->nhds", gh, p.astype(gh.dtype))
     dp = jnp.einsum("nhtd,nhsd->nhts", gh, vh, preferred_element_type=jnp.float32)
-    dlogits = p * (dp - jnp.sum(dp * p, axis=-1, keepdims=True)) * scale
-    dlogits = dlogits.astype(qh.dtype)
-    dq = jnp.einsum("nhts,nhsd->nhtd", dlogits, kh)
-    dk = jnp.einsum("nhtd,nhts->nhds", qh, dlogits)
+    dlogits = _scaled(p * (dp - jnp.sum(dp * p, axis=-1, keepdims=True)), logits_factor)
+    dlogits = dlogits.astype(qs.dtype)
+    dq = _scaled(jnp.einsum("nhts,nhsd->nhtd", dlogits, kh), q_factor)
+    dk = jnp.einsum("nhtd,nhts->nhds", qs, dlogits)
     return dq, dk, dv
 
 
