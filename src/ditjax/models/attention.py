@@ -69,8 +69,9 @@ def _backward(scale: float, residuals, gh: jax.Array):
     """Cotangents of head-first attention from the output's gh (N, H, T, d): dq (N, H, T, d)
     and dk, dv as (N, H, d, S).
 
-    dk and dv contract over the query axis; as (N, H, d, S) products they run as plain
-    row-major matrix products, and the transpose back to token-major order is needed anyway.
+    dk and dv contract over the query axis and come out as (N, H, d, S), whose transpose back
+    to token-major order is needed anyway. Their query-major operand is read transposed, so
+    XLA's CPU backend runs these two products with Eigen, and dq and dp with YNNPACK.
     """
     q_factor, logits_factor = _scale_factors(scale)
     qs, kh, vh, weights, inverse_sums = residuals
