@@ -10,7 +10,14 @@ from ditjax.benchmark.device import (
     program_memory_bytes,
     reference_peak,
 )
-from ditjax.benchmark.modes import BenchSpec, bench_data, bench_forward, bench_sample, bench_train
+from ditjax.benchmark.modes import (
+    BenchSpec,
+    bench_data,
+    bench_forward,
+    bench_sample,
+    bench_train,
+    compile_guided_forward,
+)
 from ditjax.benchmark.report import (
     describe,
     format_table,
@@ -28,6 +35,7 @@ __all__ = [
     "bench_forward",
     "bench_sample",
     "bench_train",
+    "compile_guided_forward",
     "describe",
     "format_table",
     "known_peak_tflops",

@@ -247,9 +247,11 @@ def _guided_forwards(cfg_scale: float) -> int:
     return 2 if cfg_scale != 1.0 else 1
 
 
-def bench_forward(spec: BenchSpec, peak: ReferencePeak) -> dict[str, Any]:
-    """One guided forward (x, t) -> eps of `batch_size` images: the model runs on 2 x batch
-    (conditional and unconditional) when cfg_scale != 1."""
+def compile_guided_forward(spec: BenchSpec) -> tuple[DiT, Any, Callable[[], Any], float]:
+    """The benchmark's guided forward (x, t) -> eps of `batch_size` images, compiled: the
+    model, the compiled program, a call that runs it on fixed inputs and blocks, and the
+    compile seconds. The model runs on 2 x batch (conditional and unconditional) when
+    cfg_scale != 1."""
     model = spec.create_model()
     latent_shape = (spec.latent_size, spec.latent_size, model.in_channels)
     params = _init_params(model, latent_shape)
@@ -271,6 +273,12 @@ def bench_forward(spec: BenchSpec, peak: ReferencePeak) -> dict[str, Any]:
     t = jnp.full((spec.batch_size,), 500, jnp.int32)
     compiled, compile_s = _compile(forward, params, x, t)
     call = lambda: jax.block_until_ready(compiled(params, x, t))  # noqa: E731
+    return model, compiled, call, compile_s
+
+
+def bench_forward(spec: BenchSpec, peak: ReferencePeak) -> dict[str, Any]:
+    """One guided forward of `batch_size` images (`compile_guided_forward`), timed."""
+    model, compiled, call, compile_s = compile_guided_forward(spec)
     timing = _time_repeats(call, spec, peak)
     return _model_result(
         "forward",
