@@ -27,6 +27,8 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from ditjax.benchmark import BenchSpec, compile_guided_forward, reference_peak
 from ditjax.host_memory import retain_freed_host_memory
@@ -48,15 +50,19 @@ class Product:
     run: Callable[[], Any]
 
 
+def _normal(shape: tuple[int, ...], dtype, scale: float = 1.0) -> jax.Array:
+    values = np.random.default_rng(len(shape)).standard_normal(shape, np.float32) * scale
+    return jnp.asarray(values, dtype)
+
+
 def _blocking(function: Callable[..., jax.Array], *inputs: jax.Array) -> Callable[[], Any]:
     return lambda: jax.block_until_ready(function(*inputs))
 
 
 def _dense(name: str, rows: int, features_in: int, features_out: int, calls: int, dtype) -> Product:
-    keys = jax.random.split(jax.random.key(len(name)), 3)
-    x = jax.random.normal(keys[0], (rows, features_in), dtype)
-    w = (jax.random.normal(keys[1], (features_in, features_out)) * features_in**-0.5).astype(dtype)
-    b = jax.random.normal(keys[2], (features_out,), dtype)
+    x = _normal((rows, features_in), dtype)
+    w = _normal((features_in, features_out), dtype, features_in**-0.5)
+    b = _normal((features_out,), dtype)
     return Product(
         name,
         f"({rows}, {features_in}) x ({features_in}, {features_out})",
@@ -69,8 +75,7 @@ def _dense(name: str, rows: int, features_in: int, features_out: int, calls: int
 def _attention(
     examples: int, tokens: int, heads: int, head_dim: int, calls: int, dtype, impl: str | None
 ) -> Product:
-    keys = jax.random.split(jax.random.key(1), 3)
-    q, k, v = (jax.random.normal(key, (examples, tokens, heads, head_dim), dtype) for key in keys)
+    q, k, v = (_normal((examples, tokens, heads, head_dim), dtype) for _ in range(3))
     return Product(
         "attention",
         f"{examples} x {heads} heads x ({tokens}, {head_dim}) x ({head_dim}, {tokens}), twice",
