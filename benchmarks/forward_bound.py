@@ -50,9 +50,11 @@ class Product:
     run: Callable[[], Any]
 
 
+_RANDOM = np.random.default_rng(0)
+
+
 def _normal(shape: tuple[int, ...], dtype, scale: float = 1.0) -> jax.Array:
-    values = np.random.default_rng(len(shape)).standard_normal(shape, np.float32) * scale
-    return jnp.asarray(values, dtype)
+    return jnp.asarray(_RANDOM.standard_normal(shape, np.float32) * scale, dtype)
 
 
 def _blocking(function: Callable[..., jax.Array], *inputs: jax.Array) -> Callable[[], Any]:
