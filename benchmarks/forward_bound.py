@@ -41,7 +41,7 @@ from ditjax.models.embeddings import TIMESTEP_FREQUENCY_SIZE
 @dataclasses.dataclass(frozen=True)
 class Product:
     """One matrix product of the forward pass: `calls` per forward, each of `macs`
-    multiply-adds; `run()` computes it once, jitted, on inputs of its shape, and blocks."""
+    multiply-adds; `run()` computes it once, compiled, on inputs of its shape, and blocks."""
 
     name: str
     shape: str
@@ -57,8 +57,11 @@ def _normal(shape: tuple[int, ...], dtype, scale: float = 1.0) -> jax.Array:
     return jnp.asarray(_RANDOM.standard_normal(shape, np.float32) * scale, dtype)
 
 
-def _blocking(function: Callable[..., jax.Array], *inputs: jax.Array) -> Callable[[], Any]:
-    return lambda: jax.block_until_ready(function(*inputs))
+def _compiled_call(function: Callable[..., jax.Array], *inputs: jax.Array) -> Callable[[], Any]:
+    """`function` jitted and compiled for `inputs` now, as a blocking call on them, so that no
+    timed call compiles."""
+    compiled = jax.jit(function).lower(*inputs).compile()
+    return lambda: jax.block_until_ready(compiled(*inputs))
 
 
 def _dense(name: str, rows: int, features_in: int, features_out: int, calls: int, dtype) -> Product:
@@ -70,7 +73,7 @@ def _dense(name: str, rows: int, features_in: int, features_out: int, calls: int
         f"({rows}, {features_in}) x ({features_in}, {features_out})",
         calls,
         rows * features_in * features_out,
-        _blocking(jax.jit(lambda x, w, b: x @ w + b), x, w, b),
+        _compiled_call(lambda x, w, b: x @ w + b, x, w, b),
     )
 
 
@@ -83,8 +86,8 @@ def _attention(
         f"{examples} x {heads} heads x ({tokens}, {head_dim}) x ({head_dim}, {tokens}), twice",
         calls,
         2 * examples * tokens * tokens * heads * head_dim,
-        _blocking(
-            jax.jit(lambda q, k, v: dot_product_attention(q, k, v, implementation=impl)), q, k, v
+        _compiled_call(
+            lambda q, k, v: dot_product_attention(q, k, v, implementation=impl), q, k, v
         ),
     )
 

@@ -4,6 +4,7 @@ import importlib.util
 import pathlib
 import sys
 
+import jax
 import pytest
 
 from ditjax.models import create_model, forward_macs
@@ -30,6 +31,23 @@ def test_products_add_up_to_the_model_cost(script, name, overrides):
     products = script.forward_products(model, examples=2)
     assert sum(product.calls * product.macs for product in products) == 2 * forward_macs(model)
     assert {product.calls for product in products} == {1, model.depth}
+
+
+def test_timed_calls_do_not_compile(script):
+    compiles = []
+
+    def listener(event, duration, **kwargs):
+        if "compile" in event:
+            compiles.append(event)
+
+    products = script.forward_products(create_model("DiT-S/8", input_size=16), examples=2)
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        for product in products:
+            product.run()
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert compiles == []
 
 
 def test_other_block_types_are_refused(script):
