@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ditjax.benchmark import BenchSpec, compile_guided_forward, reference_peak
+from ditjax.benchmark import BenchSpec, compile_guided_forward, guided_forwards, reference_peak
 from ditjax.host_memory import retain_freed_host_memory
 from ditjax.models import DiT, forward_macs
 from ditjax.models.attention import ATTENTION_IMPLS, check_attention_impl, dot_product_attention
@@ -41,13 +41,14 @@ from ditjax.models.embeddings import TIMESTEP_FREQUENCY_SIZE
 @dataclasses.dataclass(frozen=True)
 class Product:
     """One matrix product of the forward pass: `calls` per forward, each of `macs`
-    multiply-adds; `run()` computes it once, compiled, on inputs of its shape, and blocks."""
+    multiply-adds. `build()` draws inputs of its shape, compiles the product for them and
+    returns a call that computes it once and blocks."""
 
     name: str
     shape: str
     calls: int
     macs: int
-    run: Callable[[], Any]
+    build: Callable[[], Callable[[], Any]]
 
 
 _RANDOM = np.random.default_rng(0)
@@ -65,30 +66,36 @@ def _compiled_call(function: Callable[..., jax.Array], *inputs: jax.Array) -> Ca
 
 
 def _dense(name: str, rows: int, features_in: int, features_out: int, calls: int, dtype) -> Product:
-    x = _normal((rows, features_in), dtype)
-    w = _normal((features_in, features_out), dtype, features_in**-0.5)
-    b = _normal((features_out,), dtype)
+    def build() -> Callable[[], Any]:
+        x = _normal((rows, features_in), dtype)
+        w = _normal((features_in, features_out), dtype, features_in**-0.5)
+        b = _normal((features_out,), dtype)
+        return _compiled_call(lambda x, w, b: x @ w + b, x, w, b)
+
     return Product(
         name,
         f"({rows}, {features_in}) x ({features_in}, {features_out})",
         calls,
         rows * features_in * features_out,
-        _compiled_call(lambda x, w, b: x @ w + b, x, w, b),
+        build,
     )
 
 
 def _attention(
     examples: int, tokens: int, heads: int, head_dim: int, calls: int, dtype, impl: str | None
 ) -> Product:
-    q, k, v = (_normal((examples, tokens, heads, head_dim), dtype) for _ in range(3))
+    def build() -> Callable[[], Any]:
+        q, k, v = (_normal((examples, tokens, heads, head_dim), dtype) for _ in range(3))
+        return _compiled_call(
+            lambda q, k, v: dot_product_attention(q, k, v, implementation=impl), q, k, v
+        )
+
     return Product(
         "attention",
         f"{examples} x {heads} heads x ({tokens}, {head_dim}) x ({head_dim}, {tokens}), twice",
         calls,
         2 * examples * tokens * tokens * heads * head_dim,
-        _compiled_call(
-            lambda q, k, v: dot_product_attention(q, k, v, implementation=impl), q, k, v
-        ),
+        build,
     )
 
 
@@ -183,22 +190,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         model_overrides=overrides,
         cfg_scale=args.cfg_scale,
     )
-    examples = args.batch_size * (1 if args.cfg_scale == 1.0 else 2)
+    examples = args.batch_size * guided_forwards(args.cfg_scale)
     try:
         check_attention_impl(args.attention_impl)
-        products = forward_products(spec.create_model(), examples)
+        model = spec.create_model()
+        products = forward_products(model, examples)
     except ValueError as error:
         sys.exit(f"forward_bound.py: error: {error}")
-    model, _, forward, _ = compile_guided_forward(spec)
     macs = sum(product.calls * product.macs for product in products)
     if macs != forward_macs(model) * examples:
         raise AssertionError(
             f"the products do {macs} MACs, the model {forward_macs(model) * examples}"
         )
+    _, _, forward, _ = compile_guided_forward(spec)
+    calls = [product.build() for product in products] + [forward]
     peak = reference_peak(args.peak_tflops, args.matmul_size)
+    # Sampled as the benchmark samples it between its timed calls.
     probe = peak.probe
-    reference = (lambda: probe.flops_per_s(calls=1)) if probe else (lambda: peak.flops_per_s)
-    calls = [product.run for product in products] + [forward]
+    reference = probe.flops_per_s if probe else (lambda: peak.flops_per_s)
     seconds, reference_rate = time_calls(calls, args.repeats, args.warmup, reference)
     forward_s = seconds.pop()
     products_s = sum(product.calls * s for product, s in zip(products, seconds, strict=True))

@@ -17,6 +17,7 @@ from ditjax.benchmark.modes import (
     bench_sample,
     bench_train,
     compile_guided_forward,
+    guided_forwards,
 )
 from ditjax.benchmark.report import (
     describe,
@@ -38,6 +39,7 @@ __all__ = [
     "compile_guided_forward",
     "describe",
     "format_table",
+    "guided_forwards",
     "known_peak_tflops",
     "markdown_table",
     "peak_memory_bytes",

@@ -243,7 +243,9 @@ def bench_train(spec: BenchSpec, peak: ReferencePeak) -> dict[str, Any]:
     )
 
 
-def _guided_forwards(cfg_scale: float) -> int:
+def guided_forwards(cfg_scale: float) -> int:
+    """Model passes per image of a guided forward: 2 (conditional and unconditional) unless
+    cfg_scale is 1."""
     return 2 if cfg_scale != 1.0 else 1
 
 
@@ -285,12 +287,12 @@ def bench_forward(spec: BenchSpec, peak: ReferencePeak) -> dict[str, Any]:
         spec,
         model,
         images=spec.batch_size,
-        forwards_per_image=_guided_forwards(spec.cfg_scale),
+        forwards_per_image=guided_forwards(spec.cfg_scale),
         timing=timing,
         compile_s=compile_s,
         compiled=compiled,
         cfg_scale=spec.cfg_scale,
-        model_batch=spec.batch_size * _guided_forwards(spec.cfg_scale),
+        model_batch=spec.batch_size * guided_forwards(spec.cfg_scale),
         **_profile("forward", spec, call, compiled, timing),
     )
 
@@ -320,7 +322,7 @@ def bench_sample(spec: BenchSpec, peak: ReferencePeak) -> dict[str, Any]:
         spec,
         model,
         images=spec.batch_size,
-        forwards_per_image=spec.sample_steps * _guided_forwards(spec.cfg_scale),
+        forwards_per_image=spec.sample_steps * guided_forwards(spec.cfg_scale),
         timing=timing,
         compile_s=compile_s,
         compiled=compiled,
