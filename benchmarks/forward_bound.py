@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise AssertionError(
             f"the products do {macs} MACs, the model {forward_macs(model) * examples}"
         )
-    _, _, forward, _ = compile_guided_forward(spec)
+    _, _, forward = compile_guided_forward(spec)
     calls = [product.build() for product in products] + [forward]
     peak = reference_peak(args.peak_tflops, args.matmul_size)
     # Sampled as the benchmark samples it between its timed calls.

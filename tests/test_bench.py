@@ -34,6 +34,9 @@ MODEL_FIELDS = (
     "model_tflop_per_step",
     "tflops_per_s",
     "utilisation",
+    "program_tflop_per_step",
+    "program_flops_per_model_flop",
+    "hardware_utilisation",
     "program_memory_bytes",
     "peak_memory_bytes",
 )
@@ -71,7 +74,15 @@ def test_every_mode_reports_positive_finite_figures(report):
                 result["reference_tflops_per_s"] * result["devices"]
             )
             assert np.isclose(result["utilisation"], expected, rtol=1e-6)
+            # The products the program runs, counted from its trace, against the model's.
+            ratio = result["program_flops_per_model_flop"]
+            assert np.isclose(result["hardware_utilisation"], result["utilisation"] * ratio)
+            assert result["program_flops_by_dtype"] == {"float32 x float32 -> float32": 1.0}
     train, forward, sample, data = written["results"]
+    # A guided forward and a sampling loop run exactly the model's products; a train step
+    # skips the gradients of its inputs (the latents and the timestep embedding).
+    assert forward["program_flops_per_model_flop"] == sample["program_flops_per_model_flop"] == 1
+    assert 0.9 < train["program_flops_per_model_flop"] < 1
     assert len(train["step_times_s"]) == 2
     assert np.isclose(train["images_per_s"], 2 / train["step_s"])
     # Model FLOPs: a train step ~ 3 forwards, a guided forward 2, a sampling loop steps x 2.

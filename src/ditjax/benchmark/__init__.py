@@ -12,6 +12,7 @@ from ditjax.benchmark.device import (
 )
 from ditjax.benchmark.modes import (
     BenchSpec,
+    CompiledProgram,
     bench_data,
     bench_forward,
     bench_sample,
@@ -19,6 +20,7 @@ from ditjax.benchmark.modes import (
     compile_guided_forward,
     guided_forwards,
 )
+from ditjax.benchmark.program_flops import ProgramFlops, program_flops
 from ditjax.benchmark.report import (
     describe,
     format_table,
@@ -30,7 +32,9 @@ from ditjax.benchmark.synthetic_latents import write_synthetic_latents
 __all__ = [
     "PEAK_TFLOPS",
     "BenchSpec",
+    "CompiledProgram",
     "MatmulProbe",
+    "ProgramFlops",
     "ReferencePeak",
     "bench_data",
     "bench_forward",
@@ -44,6 +48,7 @@ __all__ = [
     "markdown_table",
     "peak_memory_bytes",
     "profile_markdown",
+    "program_flops",
     "program_memory_bytes",
     "reference_peak",
     "write_synthetic_latents",

@@ -24,6 +24,7 @@ import numpy as np
 
 from ditjax.benchmark.device import ReferencePeak, peak_memory_bytes, program_memory_bytes
 from ditjax.benchmark.profiling import profile_calls
+from ditjax.benchmark.program_flops import ProgramFlops, program_flops
 from ditjax.diffusion import create_diffusion, guided_model_fn
 from ditjax.models import DiT, create_model, forward_macs
 from ditjax.parallel import create_mesh, make_global_batch
@@ -125,10 +126,21 @@ def _profile(
     return {"profile": summary}
 
 
-def _compile(jitted, *args) -> tuple[Any, float]:
+@dataclasses.dataclass(frozen=True)
+class CompiledProgram:
+    """A compiled program, its compile seconds and the FLOPs its products run per call."""
+
+    compiled: Any
+    compile_s: float
+    flops: ProgramFlops | None
+
+
+def _compile(jitted, *args) -> CompiledProgram:
     start = time.perf_counter()
-    compiled = jitted.lower(*args).compile()
-    return compiled, time.perf_counter() - start
+    traced = jitted.trace(*args)
+    compiled = traced.lower().compile()
+    compile_s = time.perf_counter() - start
+    return CompiledProgram(compiled, compile_s, program_flops(traced.jaxpr))
 
 
 def _model_result(
@@ -139,8 +151,7 @@ def _model_result(
     images: int,
     forwards_per_image: float,
     timing: _Timing,
-    compile_s: float,
-    compiled: Any,
+    program: CompiledProgram,
     **extra: Any,
 ) -> dict[str, Any]:
     step_s = statistics.median(timing.step_times)
@@ -148,6 +159,7 @@ def _model_result(
     achieved = flops / step_s
     reference = timing.reference_flops_per_s
     memory, memory_kind = peak_memory_bytes()
+    run = program.flops
     return {
         "mode": mode,
         "model": spec.model,
@@ -160,12 +172,19 @@ def _model_result(
         "images_per_s": images / step_s,
         "step_s": step_s,
         "step_times_s": timing.step_times,
-        "compile_s": compile_s,
+        "compile_s": program.compile_s,
         "model_tflop_per_step": flops / 1e12,
         "tflops_per_s": achieved / 1e12,
         "reference_tflops_per_s": reference / 1e12,
         "utilisation": achieved / (reference * jax.device_count()),
-        "program_memory_bytes": program_memory_bytes(compiled),
+        # What the program's products run (recomputation included), against the model's.
+        "program_tflop_per_step": None if run is None else run.total / 1e12,
+        "program_flops_per_model_flop": None if run is None else run.total / flops,
+        "hardware_utilisation": (
+            None if run is None else run.total / step_s / (reference * jax.device_count())
+        ),
+        "program_flops_by_dtype": None if run is None else run.shares(),
+        "program_memory_bytes": program_memory_bytes(program.compiled),
         "peak_memory_bytes": memory,
         "peak_memory_kind": memory_kind,
     }
@@ -222,11 +241,11 @@ def bench_train(spec: BenchSpec, peak: ReferencePeak) -> dict[str, Any]:
         },
         mesh,
     )
-    compiled, compile_s = _compile(step, state, batch)
+    program = _compile(step, state, batch)
     carry = {"state": state}
 
     def call() -> None:
-        carry["state"], metrics = compiled(carry["state"], batch)
+        carry["state"], metrics = program.compiled(carry["state"], batch)
         jax.block_until_ready(metrics)
 
     timing = _time_repeats(call, spec, peak)
@@ -237,9 +256,8 @@ def bench_train(spec: BenchSpec, peak: ReferencePeak) -> dict[str, Any]:
         images=spec.batch_size,
         forwards_per_image=TRAIN_FORWARDS,
         timing=timing,
-        compile_s=compile_s,
-        compiled=compiled,
-        **_profile("train", spec, call, compiled, timing),
+        program=program,
+        **_profile("train", spec, call, program.compiled, timing),
     )
 
 
@@ -249,11 +267,10 @@ def guided_forwards(cfg_scale: float) -> int:
     return 2 if cfg_scale != 1.0 else 1
 
 
-def compile_guided_forward(spec: BenchSpec) -> tuple[DiT, Any, Callable[[], Any], float]:
+def compile_guided_forward(spec: BenchSpec) -> tuple[DiT, CompiledProgram, Callable[[], Any]]:
     """The benchmark's guided forward (x, t) -> eps of `batch_size` images, compiled: the
-    model, the compiled program, a call that runs it on fixed inputs and blocks, and the
-    compile seconds. The model runs on 2 x batch (conditional and unconditional) when
-    cfg_scale != 1."""
+    model, the program and a call that runs it on fixed inputs and blocks. The model runs on
+    2 x batch (conditional and unconditional) when cfg_scale != 1."""
     model = spec.create_model()
     latent_shape = (spec.latent_size, spec.latent_size, model.in_channels)
     params = _init_params(model, latent_shape)
@@ -273,14 +290,14 @@ def compile_guided_forward(spec: BenchSpec) -> tuple[DiT, Any, Callable[[], Any]
 
     x = jax.random.normal(jax.random.key(1), (spec.batch_size, *latent_shape), jnp.float32)
     t = jnp.full((spec.batch_size,), 500, jnp.int32)
-    compiled, compile_s = _compile(forward, params, x, t)
-    call = lambda: jax.block_until_ready(compiled(params, x, t))  # noqa: E731
-    return model, compiled, call, compile_s
+    program = _compile(forward, params, x, t)
+    call = lambda: jax.block_until_ready(program.compiled(params, x, t))  # noqa: E731
+    return model, program, call
 
 
 def bench_forward(spec: BenchSpec, peak: ReferencePeak) -> dict[str, Any]:
     """One guided forward of `batch_size` images (`compile_guided_forward`), timed."""
-    model, compiled, call, compile_s = compile_guided_forward(spec)
+    model, program, call = compile_guided_forward(spec)
     timing = _time_repeats(call, spec, peak)
     return _model_result(
         "forward",
@@ -289,11 +306,10 @@ def bench_forward(spec: BenchSpec, peak: ReferencePeak) -> dict[str, Any]:
         images=spec.batch_size,
         forwards_per_image=guided_forwards(spec.cfg_scale),
         timing=timing,
-        compile_s=compile_s,
-        compiled=compiled,
+        program=program,
         cfg_scale=spec.cfg_scale,
         model_batch=spec.batch_size * guided_forwards(spec.cfg_scale),
-        **_profile("forward", spec, call, compiled, timing),
+        **_profile("forward", spec, call, program.compiled, timing),
     )
 
 
@@ -314,8 +330,8 @@ def bench_sample(spec: BenchSpec, peak: ReferencePeak) -> dict[str, Any]:
     )
     labels = jnp.arange(spec.batch_size, dtype=jnp.int32) % model.num_classes
     key = jax.random.key(0)
-    compiled, compile_s = _compile(sample, params, labels, key)
-    call = lambda: jax.block_until_ready(compiled(params, labels, key))  # noqa: E731
+    program = _compile(sample, params, labels, key)
+    call = lambda: jax.block_until_ready(program.compiled(params, labels, key))  # noqa: E731
     timing = _time_repeats(call, spec, peak)
     result = _model_result(
         "sample",
@@ -324,12 +340,11 @@ def bench_sample(spec: BenchSpec, peak: ReferencePeak) -> dict[str, Any]:
         images=spec.batch_size,
         forwards_per_image=spec.sample_steps * guided_forwards(spec.cfg_scale),
         timing=timing,
-        compile_s=compile_s,
-        compiled=compiled,
+        program=program,
         cfg_scale=spec.cfg_scale,
         sampler=spec.sampler,
         sample_steps=spec.sample_steps,
-        **_profile("sample", spec, call, compiled, timing),
+        **_profile("sample", spec, call, program.compiled, timing),
     )
     result["denoising_step_s"] = result["step_s"] / spec.sample_steps
     return result

@@ -14,6 +14,7 @@ _HEADERS = (
     "TFLOP/s",
     "ref TFLOP/s",
     "utilisation",
+    "FLOPs run/model",
     "program MiB",
     "peak mem MiB",
 )
@@ -70,6 +71,7 @@ def _row(result: dict[str, Any]) -> list[str]:
         number("tflops_per_s", ".3g"),
         number("reference_tflops_per_s", ".3g"),
         number("utilisation", ".1%"),
+        number("program_flops_per_model_flop", ".2f"),
         number("program_memory_bytes", ".0f", 2**-20),
         number("peak_memory_bytes", ".0f", 2**-20),
     ]
