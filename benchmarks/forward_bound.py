@@ -11,7 +11,8 @@ patch embedding, timestep MLP, and per block the adaLN modulation, qkv, attentio
 and fc2, then the final layer's modulation and linear. Dense ones are `x @ w + b` as the
 model's Dense layers compute them; attention is the model's own `dot_product_attention` on
 (N, T, H, d) inputs, so on CPU it includes the softmax between its two products and the
-transposes to heads-first order. Their multiply-adds add up to `ditjax.models.forward_macs`.
+transposes to heads-first order. Their multiply-adds add up to `ditjax.models.forward_macs`,
+and to those of every product and convolution in the compiled forward's trace.
 Utilisation is against the same reference as the benchmark's: the device's published peak,
 `--peak_tflops`, or on CPU a float32 `--matmul_size`^3 matmul timed after every round.
 """
@@ -202,7 +203,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise AssertionError(
             f"the products do {macs} MACs, the model {forward_macs(model) * examples}"
         )
-    _, _, forward = compile_guided_forward(spec)
+    _, program, forward = compile_guided_forward(spec)
+    if program.flops is not None and program.flops.total != 2 * macs:
+        raise AssertionError(
+            f"the products do {2 * macs} FLOPs, the compiled forward {program.flops.total:.0f}"
+        )
     calls = [product.build() for product in products] + [forward]
     peak = reference_peak(args.peak_tflops, args.matmul_size)
     # Sampled as the benchmark samples it between its timed calls.
