@@ -110,3 +110,36 @@ def test_a_shard_map_body_counts_once_per_device():
     x = jax.ShapeDtypeStruct((8, 16), jnp.float32, sharding=jax.NamedSharding(mesh, spec))
     # Each of the 4 devices multiplies its (2, 16) rows by their transpose.
     assert program_flops(jax.jit(per_shard).trace(x).jaxpr).total == 4 * (2 * 2 * 2 * 16)
+
+
+def test_cudnn_attention_counts_its_products(monkeypatch):
+    # Tracing needs no GPU once JAX's cuDNN checks pass; nothing here is compiled or run.
+    from jax._src.cudnn import fused_attention_stablehlo
+
+    monkeypatch.setattr(fused_attention_stablehlo, "check_cudnn_version", lambda: 91000)
+    monkeypatch.setattr(fused_attention_stablehlo, "check_compute_capability", lambda _: True)
+
+    def loss(q, k, v):
+        out = jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
+        return out.astype(jnp.float32).sum()
+
+    batch, tokens, heads, head_dim = 2, 16, 4, 64
+    q = jax.ShapeDtypeStruct((batch, tokens, heads, head_dim), jnp.bfloat16)
+    forward = program_flops(traced(loss, q, q, q))
+    gradient = program_flops(traced(jax.grad(loss, argnums=(0, 1, 2)), q, q, q))
+    product = 2 * batch * heads * tokens * tokens * head_dim
+    assert forward.by_dtype == {"bfloat16 x bfloat16 -> bfloat16": 2 * product}
+    # q k^T and p v, then the backward pass: q k^T again and the gradients of p, v, q and k.
+    assert gradient.total == (2 + 5) * product
+
+
+def test_a_product_in_a_pallas_kernel_has_no_count():
+    from jax.experimental import pallas as pl
+
+    def kernel(x_ref, out_ref):
+        out_ref[...] = x_ref[...] @ x_ref[...]
+
+    square = pl.pallas_call(
+        kernel, out_shape=jax.ShapeDtypeStruct((8, 8), jnp.float32), grid=(3,), interpret=True
+    )
+    assert program_flops(traced(square, jnp.ones((8, 8)))) is None

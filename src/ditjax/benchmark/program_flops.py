@@ -2,9 +2,10 @@
 
 The benchmark's utilisation divides the model's analytic FLOPs (`forward_macs`) by the step
 time. What the hardware runs can be more: a remat policy recomputes part of the forward pass
-in the backward one. Counting every `dot_general` and convolution of the program, loop
-bodies times their trip count, gives that figure, and the share of it per operand dtype
-shows any product that a bfloat16 model still runs in float32.
+in the backward one, and flash attention computes q k^T again in its backward pass. Counting
+every `dot_general`, convolution and fused attention of the program, loop bodies times their
+trip count, gives that figure, and the share of it per operand dtype shows any product that
+a bfloat16 model still runs in float32.
 """
 
 from __future__ import annotations
@@ -50,7 +51,38 @@ def _conv_flops(eqn) -> int:
     return 2 * math.prod(eqn.outvars[0].aval.shape) * window
 
 
-_COUNTED = {"dot_general": _dot_flops, "conv_general_dilated": _conv_flops}
+def _attention_products(eqn) -> tuple[int, int]:
+    """FLOPs of the q k^T product and of the p v product of a cuDNN fused attention call,
+    whose q, k and v are (B, T, N, H) or, with layout 1, (B, N, T, H)."""
+    query, key, value = (var.aval for var in eqn.invars[:3])
+    heads_first = eqn.params["layout"] == 1
+    batch, heads = (query.shape[0], query.shape[1 if heads_first else 2])
+    queries, keys = query.shape[2 if heads_first else 1], key.shape[2 if heads_first else 1]
+    pairs = batch * heads * queries * keys
+    return 2 * pairs * query.shape[3], 2 * pairs * value.shape[3]
+
+
+def _attention_forward_flops(eqn) -> int:
+    logits, values = _attention_products(eqn)
+    return logits + values
+
+
+def _attention_backward_flops(eqn) -> int:
+    # Flash attention's backward pass computes q k^T again, then the gradients of p, v, q, k.
+    logits, values = _attention_products(eqn)
+    return 3 * logits + 2 * values
+
+
+_COUNTED = {
+    "dot_general": _dot_flops,
+    "conv_general_dilated": _conv_flops,
+    # jax.nn.dot_product_attention(implementation="cudnn"); a mask's skipped blocks count too.
+    "dot_product_attention_fwd_wrapper": _attention_forward_flops,
+    "dot_product_attention_bwd_wrapper": _attention_backward_flops,
+}
+# Sub-programs that run a number of times the trace does not fix (a Pallas kernel runs once
+# per block of its grid, with shapes of one block).
+_UNCOUNTABLE = ("while", "pallas_call")
 
 
 def _sub_jaxprs(eqn) -> Iterator[jax_core.Jaxpr]:
@@ -74,7 +106,7 @@ def _count(jaxpr: jax_core.Jaxpr, times: int, flops: Counter) -> None:
             key = f"{lhs.dtype} x {rhs.dtype} -> {out.dtype}"
             flops[key] += times * _COUNTED[name](eqn)
         subs = list(_sub_jaxprs(eqn))
-        if name == "while" and any(_has_products(sub) for sub in subs):
+        if name in _UNCOUNTABLE and any(_has_products(sub) for sub in subs):
             raise _UnknownTripCountError(name)
         if name == "cond":
             # One branch runs: count the costliest.
@@ -105,8 +137,9 @@ def _has_products(jaxpr: jax_core.Jaxpr) -> bool:
 def program_flops(jaxpr: jax_core.ClosedJaxpr | jax_core.Jaxpr) -> ProgramFlops | None:
     """The matrix-product and convolution FLOPs one call of a traced program runs (e.g.
     `jax.jit(f).trace(*args).jaxpr`), over all devices: scan bodies count `length` times, a
-    shard_map body once per device of its manual axes, a cond its costliest branch. None when a
-    product sits in a while loop, whose trip count the trace does not fix.
+    shard_map body once per device of its manual axes, a cond its costliest branch, and cuDNN's
+    fused attention as the products it runs. None when a product sits in a while loop or a
+    Pallas kernel, which run a number of times the trace does not fix.
     """
     if isinstance(jaxpr, jax_core.ClosedJaxpr):
         jaxpr = jaxpr.jaxpr
