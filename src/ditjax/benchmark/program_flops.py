@@ -20,7 +20,8 @@ from jax.extend import core as jax_core
 
 @dataclasses.dataclass(frozen=True)
 class ProgramFlops:
-    """FLOPs (2 per multiply-add) of a program's matrix products and convolutions.
+    """FLOPs (2 per multiply-add) of a program's matrix products, convolutions and fused
+    attention.
 
     `by_dtype` maps 'lhs x rhs -> out' operand dtypes, e.g. 'bfloat16 x bfloat16 -> float32',
     to the FLOPs of the products with those dtypes.
@@ -135,7 +136,7 @@ def _has_products(jaxpr: jax_core.Jaxpr) -> bool:
 
 
 def program_flops(jaxpr: jax_core.ClosedJaxpr | jax_core.Jaxpr) -> ProgramFlops | None:
-    """The matrix-product and convolution FLOPs one call of a traced program runs (e.g.
+    """The FLOPs of the products one call of a traced program runs (e.g.
     `jax.jit(f).trace(*args).jaxpr`), over all devices: scan bodies count `length` times, a
     shard_map body once per device of its manual axes, a cond its costliest branch, and cuDNN's
     fused attention as the products it runs. None when a product sits in a while loop or a
