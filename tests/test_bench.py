@@ -12,6 +12,8 @@ import pytest
 
 from ditjax import bench
 from ditjax.benchmark import MatmulProbe, describe, known_peak_tflops, markdown_table
+from ditjax.models import create_model, forward_macs
+from ditjax.models.embeddings import TIMESTEP_FREQUENCY_SIZE
 
 TINY = [
     "--model=DiT-S/4",
@@ -80,9 +82,16 @@ def test_every_mode_reports_positive_finite_figures(report):
             assert result["program_flops_by_dtype"] == {"float32 x float32 -> float32": 1.0}
     train, forward, sample, data = written["results"]
     # A guided forward and a sampling loop run exactly the model's products; a train step
-    # skips the gradients of its inputs (the latents and the timestep embedding).
+    # runs 3 forwards' less the gradients of its inputs: the latents' through the patch
+    # embedding and the timestep frequencies' through the timestep MLP's first layer.
     assert forward["program_flops_per_model_flop"] == sample["program_flops_per_model_flop"] == 1
-    assert 0.9 < train["program_flops_per_model_flop"] < 1
+    model = create_model("DiT-S/4", depth=1, hidden_size=32, num_heads=2, input_size=8)
+    tokens = (8 // model.patch_size) ** 2
+    input_macs = model.hidden_size * (
+        tokens * model.patch_size**2 * model.in_channels + TIMESTEP_FREQUENCY_SIZE
+    )
+    expected = 1 - input_macs / (3 * forward_macs(model))
+    assert np.isclose(train["program_flops_per_model_flop"], expected, rtol=1e-12)
     assert len(train["step_times_s"]) == 2
     assert np.isclose(train["images_per_s"], 2 / train["step_s"])
     # Model FLOPs: a train step ~ 3 forwards, a guided forward 2, a sampling loop steps x 2.
