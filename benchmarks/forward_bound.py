@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ditjax.bench import at_least
 from ditjax.benchmark import BenchSpec, compile_guided_forward, guided_forwards, reference_peak
 from ditjax.host_memory import retain_freed_host_memory
 from ditjax.models import DiT, forward_macs
@@ -136,27 +137,22 @@ def forward_products(model: DiT, examples: int) -> list[Product]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="DiT-S/2")
-    parser.add_argument("--latent_size", type=int, default=32)
-    parser.add_argument("--batch_size", type=int, default=8, help="images; CFG doubles it")
-    parser.add_argument("--cfg_scale", type=float, default=4.0)
+    parser.add_argument("--latent_size", type=at_least(1), default=32)
+    parser.add_argument("--batch_size", type=at_least(1), default=8, help="images; CFG doubles it")
+    parser.add_argument("--cfg_scale", type=at_least(1, float), default=4.0)
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument(
         "--attention_impl", default="", choices=ATTENTION_IMPLS, help="as the benchmark's"
     )
-    parser.add_argument("--repeats", type=int, default=15, help="rounds over every product")
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--matmul_size", type=int, default=2048, help="CPU reference matmul")
-    parser.add_argument("--peak_tflops", type=float, default=0.0, help="override the peak")
-    args = parser.parse_args(argv)
-    for name in ("latent_size", "batch_size", "repeats", "matmul_size"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be positive, got {getattr(args, name)}")
-    if args.warmup < 0 or args.cfg_scale < 1.0 or args.peak_tflops < 0:
-        parser.error(
-            "--warmup and --peak_tflops must be >= 0 and --cfg_scale >= 1, got "
-            f"{args.warmup}, {args.peak_tflops}, {args.cfg_scale}"
-        )
-    return args
+    parser.add_argument("--repeats", type=at_least(1), default=15, help="rounds over every product")
+    parser.add_argument("--warmup", type=at_least(0), default=2)
+    parser.add_argument(
+        "--matmul_size", type=at_least(1), default=2048, help="CPU reference matmul"
+    )
+    parser.add_argument(
+        "--peak_tflops", type=at_least(0, float), default=0.0, help="override the peak"
+    )
+    return parser.parse_args(argv)
 
 
 def time_calls(
@@ -203,20 +199,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise AssertionError(
             f"the products do {macs} MACs, the model {forward_macs(model) * examples}"
         )
+    flops = 2 * macs
     _, program, forward = compile_guided_forward(spec)
-    if program.flops is not None and program.flops.total != 2 * macs:
+    if program.flops is not None and program.flops.total != flops:
         raise AssertionError(
-            f"the products do {2 * macs} FLOPs, the compiled forward {program.flops.total:.0f}"
+            f"the products do {flops} FLOPs, the compiled forward {program.flops.total:.0f}"
         )
     calls = [product.build() for product in products] + [forward]
     peak = reference_peak(args.peak_tflops, args.matmul_size)
-    # Sampled as the benchmark samples it between its timed calls.
-    probe = peak.probe
-    reference = probe.flops_per_s if probe else (lambda: peak.flops_per_s)
-    seconds, reference_rate = time_calls(calls, args.repeats, args.warmup, reference)
+    seconds, reference_rate = time_calls(calls, args.repeats, args.warmup, peak.sample)
     forward_s = seconds.pop()
     products_s = sum(product.calls * s for product, s in zip(products, seconds, strict=True))
-    flops = 2 * macs
 
     print(
         f"{args.model}, {args.dtype}, guided forward of batch {args.batch_size} "

@@ -78,6 +78,6 @@ def test_bad_flags_stop_before_any_timing(script, capsys):
     with pytest.raises(SystemExit) as exit_info:
         script.main(["--batch_size=0"])
     assert exit_info.value.code == 2
-    assert "--batch_size must be positive" in capsys.readouterr().err
+    assert "argument --batch_size: must be at least 1, got 0" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="DiT-Q/2"):
         script.main(["--model=DiT-Q/2"])

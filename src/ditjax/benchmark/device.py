@@ -79,6 +79,10 @@ class ReferencePeak:
     device_kind: str
     probe: MatmulProbe | None = dataclasses.field(default=None, compare=False, repr=False)
 
+    def sample(self) -> float:
+        """The reference FLOP/s now: the probe measured again, or the fixed peak."""
+        return self.probe.flops_per_s() if self.probe is not None else self.flops_per_s
+
 
 def reference_peak(peak_tflops: float = 0.0, matmul_size: int = 2048) -> ReferencePeak:
     """The override if given, else the published peak of this device, else (CPU or an unknown

@@ -95,10 +95,8 @@ def _time_repeats(call: Callable[[], Any], spec: BenchSpec, peak: ReferencePeak)
         start = time.perf_counter()
         call()
         times.append(time.perf_counter() - start)
-        if peak.probe is not None:
-            reference_rates.append(peak.probe.flops_per_s())
-    reference = statistics.median(reference_rates) if reference_rates else peak.flops_per_s
-    return _Timing(times, reference)
+        reference_rates.append(peak.sample())
+    return _Timing(times, statistics.median(reference_rates))
 
 
 def _profile(
