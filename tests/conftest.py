@@ -2,7 +2,15 @@
 collected first, so that each starts at once on a worker while the other worker works through
 the short files, instead of one of them starting last and running alone."""
 
+import contextlib
+
 import pytest
+
+# On Python 3.12 and newer the registry's PyTorch is the CUDA build, which brings Triton, and
+# importing Triton after TensorFlow 2.21 crashes the process (diffusers imports it through
+# torch._dynamo). Imported before any test module loads TensorFlow, it works.
+with contextlib.suppress(ImportError):
+    import triton  # noqa: F401
 
 _LONGEST_FILES = (
     "test_preemption.py",
