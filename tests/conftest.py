@@ -6,9 +6,9 @@ import contextlib
 
 import pytest
 
-# On Python 3.12 and newer the registry's PyTorch is the CUDA build, which brings Triton, and
-# importing Triton after TensorFlow 2.21 crashes the process (diffusers imports it through
-# torch._dynamo). Imported before any test module loads TensorFlow, it works.
+# PyTorch's CUDA wheels for Linux (the only torch 2.13 wheel pip finds for Python 3.12) bring
+# Triton, and importing Triton after TensorFlow 2.21 crashes the process (diffusers imports it
+# through torch._dynamo). Imported before any test module loads TensorFlow, it works.
 with contextlib.suppress(ImportError):
     import triton  # noqa: F401
 
