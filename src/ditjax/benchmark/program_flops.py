@@ -56,10 +56,10 @@ def _attention_products(eqn) -> tuple[int, int]:
     """FLOPs of the q k^T product and of the p v product of a cuDNN fused attention call,
     whose q, k and v are (B, T, N, H) or, with layout 1, (B, N, T, H)."""
     query, key, value = (var.aval for var in eqn.invars[:3])
-    heads_first = eqn.params["layout"] == 1
-    batch, heads = (query.shape[0], query.shape[1 if heads_first else 2])
-    queries, keys = query.shape[2 if heads_first else 1], key.shape[2 if heads_first else 1]
-    pairs = batch * heads * queries * keys
+    token_axis, head_axis = (2, 1) if eqn.params["layout"] == 1 else (1, 2)
+    pairs = (
+        query.shape[0] * query.shape[head_axis] * query.shape[token_axis] * key.shape[token_axis]
+    )
     return 2 * pairs * query.shape[3], 2 * pairs * value.shape[3]
 
 
