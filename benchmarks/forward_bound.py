@@ -34,6 +34,7 @@ import numpy as np
 from ditjax.bench import at_least
 from ditjax.benchmark import BenchSpec, compile_guided_forward, guided_forwards, reference_peak
 from ditjax.host_memory import retain_freed_host_memory
+from ditjax.inference_compile import inference_compiler_options
 from ditjax.models import DiT, forward_macs
 from ditjax.models.attention import ATTENTION_IMPLS, check_attention_impl, dot_product_attention
 from ditjax.models.dit import input_hw
@@ -62,8 +63,10 @@ def _normal(shape: tuple[int, ...], dtype, scale: float = 1.0) -> jax.Array:
 
 def _compiled_call(function: Callable[..., jax.Array], *inputs: jax.Array) -> Callable[[], Any]:
     """`function` jitted and compiled for `inputs` now, as a blocking call on them, so that no
-    timed call compiles."""
-    compiled = jax.jit(function).lower(*inputs).compile()
+    timed call compiles. It gets the guided forward's compiler options (on CPU, no YNNPACK),
+    so that each product runs on the same kernels as in the forward."""
+    compiled = jax.jit(function, compiler_options=inference_compiler_options()).lower(*inputs)
+    compiled = compiled.compile()
     return lambda: jax.block_until_ready(compiled(*inputs))
 
 

@@ -9,6 +9,7 @@ a sampling loop `steps` guided forwards.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import statistics
@@ -26,6 +27,7 @@ from ditjax.benchmark.device import ReferencePeak, peak_memory_bytes, program_me
 from ditjax.benchmark.profiling import profile_calls
 from ditjax.benchmark.program_flops import ProgramFlops, program_flops
 from ditjax.diffusion import create_diffusion, guided_model_fn
+from ditjax.inference_compile import inference_compiler_options
 from ditjax.models import DiT, create_model, forward_macs
 from ditjax.parallel import create_mesh, make_global_batch
 from ditjax.sampling import make_sample_fn
@@ -274,7 +276,7 @@ def compile_guided_forward(spec: BenchSpec) -> tuple[DiT, CompiledProgram, Calla
     params = _init_params(model, latent_shape)
     labels = jnp.arange(spec.batch_size, dtype=jnp.int32) % model.num_classes
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=inference_compiler_options())
     def forward(params, x, t):
         conditional = lambda x, t, y: model.apply({"params": params}, x, t, y)  # noqa: E731
         guided = guided_model_fn(
@@ -307,6 +309,7 @@ def bench_forward(spec: BenchSpec, peak: ReferencePeak) -> dict[str, Any]:
         program=program,
         cfg_scale=spec.cfg_scale,
         model_batch=spec.batch_size * guided_forwards(spec.cfg_scale),
+        compiler_options=inference_compiler_options(),
         **_profile("forward", spec, call, program.compiled, timing),
     )
 
@@ -324,7 +327,8 @@ def bench_sample(spec: BenchSpec, peak: ReferencePeak) -> dict[str, Any]:
             sampler=spec.sampler,
             steps=spec.sample_steps,
             cfg_scale=spec.cfg_scale,
-        )
+        ),
+        compiler_options=inference_compiler_options(),
     )
     labels = jnp.arange(spec.batch_size, dtype=jnp.int32) % model.num_classes
     key = jax.random.key(0)
@@ -342,6 +346,7 @@ def bench_sample(spec: BenchSpec, peak: ReferencePeak) -> dict[str, Any]:
         cfg_scale=spec.cfg_scale,
         sampler=spec.sampler,
         sample_steps=spec.sample_steps,
+        compiler_options=inference_compiler_options(),
         **_profile("sample", spec, call, program.compiled, timing),
     )
     result["denoising_step_s"] = result["step_s"] / spec.sample_steps
