@@ -3,9 +3,9 @@ guided forward passes.
 
 On CPU they compile without XLA's YNNPACK kernels, so XLA runs their matrix products with
 Eigen. DiT's dense products contract over 384-1536 features, and there Eigen's kernels run
-faster than YNNPACK's (Eigen also keeps both cores busy better on a shared host); a guided
-DiT-S/2 forward pass and the sampling loop ran 3-9% faster on a 2-core EPYC. Train steps
-keep the default, where the two were level. Other backends get no options.
+faster than YNNPACK's: in alternating calls on a 2-core EPYC, a guided DiT-S/2 forward pass
+took 0.88-0.96x the time and the sampling loop 0.96-1.01x (on another day the forward was
+level). Train steps keep the default, where the two were level. Other backends get no options.
 """
 
 from __future__ import annotations
