@@ -2,11 +2,12 @@
 
 Modes: `train` (a jitted train step), `forward` (a guided forward: CFG doubles the batch),
 `sample` (a whole guided sampling loop as one program), `data` (the latent input pipeline
-alone, images/s per host) or `all`. Each reports images/s, the median step time after
-warm-up, compile time, model TFLOP/s from the analytic forward cost, utilisation against the
-device's peak (published for GPUs and TPUs, `--peak_tflops` to override; on CPU a float32
-matmul timed between the repeats of each mode), the memory the compiled program needs per
-device and the process's peak memory so far. `--out_dir` writes
+alone, images/s per host) or `all`. `forward` and `sample` are compiled as the library's
+sampler is (`ditjax.inference_compile`: on CPU, without YNNPACK). Each reports images/s, the
+median step time after warm-up, compile time, model TFLOP/s from the analytic forward cost,
+utilisation against the device's peak (published for GPUs and TPUs, `--peak_tflops` to
+override; on CPU a float32 matmul timed between the repeats of each mode), the memory the
+compiled program needs per device and the process's peak memory so far. `--out_dir` writes
 results-<device>.json and .md there. `--profile_dir` traces a few more calls of each model
 mode with the JAX profiler and reports the kernel time per step of each model operation.
 
