@@ -65,8 +65,8 @@ def _compiled_call(function: Callable[..., jax.Array], *inputs: jax.Array) -> Ca
     """`function` jitted and compiled for `inputs` now, as a blocking call on them, so that no
     timed call compiles. It gets the guided forward's compiler options (on CPU, no YNNPACK),
     so that each product runs on the same kernels as in the forward."""
-    compiled = jax.jit(function, compiler_options=inference_compiler_options()).lower(*inputs)
-    compiled = compiled.compile()
+    jitted = jax.jit(function, compiler_options=inference_compiler_options())
+    compiled = jitted.lower(*inputs).compile()
     return lambda: jax.block_until_ready(compiled(*inputs))
 
 

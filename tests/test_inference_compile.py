@@ -1,4 +1,4 @@
-"""Forward-only programs on CPU compile without YNNPACK; train steps and user flags keep theirs."""
+"""Forward-only programs on CPU compile without YNNPACK, unless XLA_FLAGS sets that option."""
 
 import jax
 import jax.numpy as jnp
@@ -9,6 +9,7 @@ from ditjax.benchmark import BenchSpec, compile_guided_forward
 from ditjax.inference_compile import YNNPACK_FUSION_OPTION, inference_compiler_options
 from ditjax.models import create_model
 from ditjax.sampling import make_image_sample_fn
+from test_models import init_params, randomize
 
 TINY = {
     "depth": 1,
@@ -41,13 +42,8 @@ def test_a_user_setting_in_xla_flags_is_left_to_hold(monkeypatch):
 def test_the_sampling_program_compiles_without_ynnpack_and_matches_the_default():
     model = create_model("DiT-S/4", **TINY)
     x = jnp.zeros((1, 8, 8, 3))
-    params = jax.jit(model.init)(jax.random.key(0), x, jnp.zeros((1,)), jnp.zeros((1,), int))
     # adaLN-Zero starts as the identity; random weights make every product count.
-    leaves, tree = jax.tree.flatten(params["params"])
-    keys = jax.random.split(jax.random.key(1), len(leaves))
-    params = jax.tree.unflatten(
-        tree, [p + 0.05 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys, strict=True)]
-    )
+    params = randomize(init_params(model, x, jnp.zeros((1,)), jnp.zeros((1,), int)), scale=0.05)
     sample = make_image_sample_fn(
         model, IdentityAutoencoder(), latent_shape=(8, 8, 3), sampler="ddim", steps=3
     )
