@@ -66,6 +66,7 @@ bench: $(STAMP)
 # on a GPU compares the two), training and a 50-step guided sampling loop; variants that run
 # out of memory are reported and skipped. Writes benchmarks/results-<device>.json and .md;
 # PROFILE_DIR=DIR also traces each variant there and reports its kernel time per operation.
+# On a host whose JAX backend is the CPU it stops at once, leaving results-cpu.* as they are.
 BATCHES ?= 64,128,256
 REMAT ?= none,dots_saveable
 ATTENTION ?=
@@ -73,7 +74,7 @@ PROFILE_DIR ?=
 bench-accelerator: $(STAMP)
 	$(BIN)/python -m ditjax.bench --mode=train,sample --model=DiT-XL/2,DiT-B/2 \
 		--dtype=bfloat16 --batch_size=$(BATCHES) --remat=$(REMAT) --attention_impl=$(ATTENTION) \
-		--sample_steps=50 --repeats=3 --out_dir=benchmarks \
+		--sample_steps=50 --repeats=3 --out_dir=benchmarks --require_accelerator \
 		$(if $(PROFILE_DIR),--profile_dir=$(PROFILE_DIR))
 
 clean:

@@ -165,6 +165,7 @@ def test_bad_arguments_are_named(monkeypatch, capsys, tmp_path):
         (["--mode=train", f"--profile_dir={tmp_path / 'file'}"], "--profile_dir"),
         (["--mode=train", "--profile_steps=0"], "--profile_steps: must be at least 1"),
         (["--mode=train", "--mesh", str(jax.device_count() + 1), "1"], "does not divide"),
+        (["--mode=train", "--require_accelerator"], "--require_accelerator: this host's JAX"),
     ):
         line = refused([*TINY, *flags], monkeypatch, capsys)
         assert line.startswith("python -m ditjax.bench: error:") and match in line, line

@@ -170,6 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
         "kernel time per model operation",
     )
     parser.add_argument("--profile_steps", type=at_least(1), default=2)
+    parser.add_argument(
+        "--require_accelerator",
+        action="store_true",
+        help="refuse to run on a host whose JAX backend is the CPU (an accelerator sweep there "
+        "would run for hours and replace the CPU suite's results-cpu files)",
+    )
     return parser
 
 
@@ -281,10 +287,16 @@ class BenchPlan(NamedTuple):
 
 
 def plan_benchmarks(args: argparse.Namespace) -> BenchPlan:
-    """Checks the flags the parser cannot check alone (the lists, models, mesh, batch sizes,
-    --out_dir and, for the data mode, that --data_dir is a latent dataset) and returns the
-    plan; a ValueError names the first bad flag before anything is compiled or timed."""
+    """Checks the flags the parser cannot check alone (--require_accelerator, the lists,
+    models, mesh, batch sizes, --out_dir and, for the data mode, that --data_dir is a latent
+    dataset) and returns the plan; a ValueError names the first bad flag before anything is
+    compiled or timed."""
     modes = parse_modes(args.mode)
+    if args.require_accelerator and jax.default_backend() == "cpu":
+        raise ValueError(
+            "--require_accelerator: this host's JAX backend is the CPU; `make bench` is the "
+            "CPU suite"
+        )
     for flag in ("out_dir", "profile_dir"):
         path = getattr(args, flag)
         if path and os.path.exists(path) and not os.path.isdir(path):
