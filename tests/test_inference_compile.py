@@ -9,7 +9,7 @@ from ditjax.benchmark import BenchSpec, compile_guided_forward
 from ditjax.inference_compile import YNNPACK_FUSION_OPTION, inference_compiler_options
 from ditjax.models import create_model
 from ditjax.sampling import make_image_sample_fn
-from test_models import init_params, randomize
+from model_fixtures import init_params, randomize
 
 TINY = {
     "depth": 1,

@@ -25,6 +25,7 @@ from ditjax.models import (
 )
 from ditjax.models.embeddings import LabelEmbedder
 from ditjax.models.layers import LayerNorm
+from model_fixtures import init_params, randomize
 
 # A small model: DiT-S/8 with two blocks on 16 x 16 latents (2 x 2 tokens).
 SMALL = dict(depth=2, input_size=16)
@@ -40,18 +41,6 @@ def inputs(n: int = 2, height: int = 16, width: int = 16, seed: int = 0):
     t = np.array([0, 17, 40, 3][:n], dtype=np.int32)
     y = np.array([3, 1000, 999, 0][:n], dtype=np.int32)  # 1000 is the null class
     return jnp.asarray(x), jnp.asarray(t), jnp.asarray(y)
-
-
-def init_params(model, x, t, y, seed: int = 0):
-    return model.init(jax.random.key(seed), x, t, y)["params"]
-
-
-def randomize(params, seed: int = 0, scale: float = 0.1):
-    """Every leaf replaced by normal * scale (float32); boxes removed."""
-    rng = np.random.default_rng(seed)
-    return jax.tree.map(
-        lambda a: jnp.asarray(rng.standard_normal(a.shape) * scale, jnp.float32), nn.unbox(params)
-    )
 
 
 def to_numpy(tree):

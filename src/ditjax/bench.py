@@ -173,8 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--require_accelerator",
         action="store_true",
-        help="refuse to run on a host whose JAX backend is the CPU (an accelerator sweep there "
-        "would run for hours and replace the CPU suite's results-cpu files)",
+        help="refuse to run on a host whose JAX backend is the CPU, so that an accelerator "
+        "sweep with --out_dir does not replace the CPU suite's results-cpu files",
     )
     return parser
 
