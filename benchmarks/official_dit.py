@@ -10,7 +10,10 @@ ditjax, for the side-by-side table in the README.
   (lr 1e-4, no weight decay), then the EMA update (`update_ema`);
 - `forward`: its `forward_with_cfg` on 2 x N (conditional and null-label halves);
 - `matmul`: a float32 2048^3 matrix product, the reference rate of the same run.
-Prints the median milliseconds of `--repeats` calls after `--warmup` untimed ones.
+Prints the median milliseconds of `--repeats` calls after `--warmup` untimed ones. With
+`--serve` it instead runs one call per line of its standard input (`train`, `forward` or
+`matmul`; `quit` ends it) and answers each with the call's seconds on a line of its own, for
+`paired_official.py`, which alternates these calls with ditjax's.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TextIO
 
 MATMUL_SIZE = 2048
 EMA_DECAY = 0.9999
@@ -39,20 +42,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0: its default")
+    parser.add_argument(
+        "--serve", action="store_true", help="answer one call per line of stdin with its seconds"
+    )
     args = parser.parse_args(argv)
     for name in ("latent_size", "batch_size", "repeats"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.warmup < 0 or args.threads < 0:
         parser.error(f"--warmup and --threads must be >= 0, got {args.warmup}, {args.threads}")
+    problem = checkout_problem(args.dit_dir)
+    if problem:
+        parser.error(problem)
+    return args
+
+
+def checkout_problem(dit_dir: str) -> str:
+    """Why `dit_dir` is not a DiT checkout with the files this script uses, or ""."""
     missing = [
         part
         for part in ("models.py", os.path.join("diffusion", "__init__.py"))
-        if not os.path.isfile(os.path.join(args.dit_dir, part))
+        if not os.path.isfile(os.path.join(dit_dir, part))
     ]
     if missing:
-        parser.error(f"--dit_dir {args.dit_dir!r} is not a DiT checkout: no {', '.join(missing)}")
-    return args
+        return f"--dit_dir {dit_dir!r} is not a DiT checkout: no {', '.join(missing)}"
+    return ""
 
 
 def median_ms(call: Callable[[], Any], repeats: int, warmup: int) -> float:
@@ -120,6 +134,32 @@ def make_calls(args: argparse.Namespace, models: Any, diffusion_module: Any) -> 
     return {"train": train, "forward": forward, "matmul": lambda: a @ b}
 
 
+READY = "ready"
+QUIT = "quit"
+
+
+def serve(calls: dict[str, Callable], requests: TextIO, answers: TextIO) -> int:
+    """Runs `calls[name]` for each line `name` of `requests` until `quit` or the end, and
+    writes each call's seconds as a line of `answers` (an unknown name gets a line starting
+    with "error"). Returns the number of calls run."""
+    answers.write(READY + "\n")
+    answers.flush()
+    count = 0
+    for line in requests:
+        name = line.strip()
+        if name == QUIT:
+            break
+        if name not in calls:
+            answers.write(f"error: no call {name!r}; one of {sorted(calls)}\n")
+        else:
+            start = time.perf_counter()
+            calls[name]()
+            answers.write(f"{time.perf_counter() - start!r}\n")
+            count += 1
+        answers.flush()
+    return count
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parse_args(argv)
     try:
@@ -129,6 +169,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if args.threads:
         torch.set_num_threads(args.threads)
     calls = make_calls(args, *load_official(args.dit_dir))
+    if args.serve:
+        serve(calls, sys.stdin, sys.stdout)
+        return {}
     results = {name: median_ms(call, args.repeats, args.warmup) for name, call in calls.items()}
     print(f"official {args.model}, batch {args.batch_size}, {torch.get_num_threads()} threads:")
     print(f"  train step       {results['train']:8.0f} ms")

@@ -2,52 +2,16 @@
 stand-in checkout with the same entry points."""
 
 import importlib.util
+import io
 import pathlib
 import sys
-import textwrap
 
 import pytest
 import torch
 
+from official_dit_fixtures import write_fake_checkout
+
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "official_dit.py"
-
-FAKE_MODELS = """
-import torch
-
-INSTANCES = []
-
-
-class TinyDiT(torch.nn.Module):
-    def __init__(self, input_size, num_classes):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(4, 4, 1)
-        self.embed = torch.nn.Embedding(num_classes + 1, 4)
-        self.seen_labels = []
-        INSTANCES.append(self)
-
-    def forward(self, x, t, y):
-        self.seen_labels.append(y.clone())
-        return self.conv(x) + self.embed(y)[:, :, None, None]
-
-    def forward_with_cfg(self, x, t, y, cfg_scale):
-        return self.forward(x, t, y)
-
-
-DiT_models = {"DiT-S/2": TinyDiT}
-"""
-
-FAKE_DIFFUSION = """
-class _Diffusion:
-    num_timesteps = 1000
-
-    def training_losses(self, model, x, t, model_kwargs):
-        return {"loss": ((model(x, t, **model_kwargs) - x) ** 2).mean(dim=(1, 2, 3))}
-
-
-def create_diffusion(timestep_respacing):
-    assert timestep_respacing == ""
-    return _Diffusion()
-"""
 
 
 @pytest.fixture
@@ -65,10 +29,7 @@ def script(monkeypatch):
 
 @pytest.fixture
 def checkout(tmp_path):
-    (tmp_path / "models.py").write_text(textwrap.dedent(FAKE_MODELS))
-    (tmp_path / "diffusion").mkdir()
-    (tmp_path / "diffusion" / "__init__.py").write_text(textwrap.dedent(FAKE_DIFFUSION))
-    return tmp_path
+    return write_fake_checkout(tmp_path)
 
 
 def test_times_train_forward_and_matmul(script, checkout, capsys):
@@ -93,6 +54,19 @@ def test_train_steps_the_optimizer_and_forward_doubles_the_batch_with_null_label
     assert labels.shape == (6,)
     assert torch.all(labels[3:] == 1000) and torch.all(labels[:3] < 1000)
     assert not model.training
+
+
+def test_serve_answers_each_call_with_its_seconds_until_quit(script, checkout):
+    args = script.parse_args(["--dit_dir", str(checkout), "--batch_size", "2", "--serve"])
+    calls = script.make_calls(args, *script.load_official(args.dit_dir))
+    answers = io.StringIO()
+    requests = io.StringIO("train\nbogus\nforward\nquit\nmatmul\n")
+    assert script.serve(calls, requests, answers) == 2
+    lines = answers.getvalue().splitlines()
+    assert len(lines) == 4  # ready, then one line per request before quit
+    assert lines[0] == script.READY
+    assert float(lines[1]) > 0 and float(lines[3]) > 0
+    assert lines[2].startswith("error") and "'bogus'" in lines[2]
 
 
 def test_update_ema_moves_each_parameter_by_one_minus_decay(script):

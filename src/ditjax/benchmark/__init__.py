@@ -18,6 +18,7 @@ from ditjax.benchmark.modes import (
     bench_sample,
     bench_train,
     compile_guided_forward,
+    compile_train_step,
     guided_forwards,
 )
 from ditjax.benchmark.program_flops import ProgramFlops, program_flops
@@ -41,6 +42,7 @@ __all__ = [
     "bench_sample",
     "bench_train",
     "compile_guided_forward",
+    "compile_train_step",
     "describe",
     "format_table",
     "guided_forwards",

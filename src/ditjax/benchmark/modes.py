@@ -211,8 +211,10 @@ def _optimizer_config() -> ml_collections.ConfigDict:
     )
 
 
-def bench_train(spec: BenchSpec, peak: ReferencePeak) -> dict[str, Any]:
-    """One jitted train step (loss, AdamW, EMA) on a fixed synthetic global batch."""
+def compile_train_step(spec: BenchSpec) -> tuple[DiT, CompiledProgram, Callable[[], Any]]:
+    """The benchmark's train step (hybrid loss, AdamW, EMA) on a fixed synthetic global batch,
+    compiled: the model, the program and a call that runs one step, carrying the state from
+    call to call, and blocks."""
     model = spec.create_model()
     mesh = create_mesh(spec.mesh)
     config = _optimizer_config()
@@ -248,6 +250,12 @@ def bench_train(spec: BenchSpec, peak: ReferencePeak) -> dict[str, Any]:
         carry["state"], metrics = program.compiled(carry["state"], batch)
         jax.block_until_ready(metrics)
 
+    return model, program, call
+
+
+def bench_train(spec: BenchSpec, peak: ReferencePeak) -> dict[str, Any]:
+    """One jitted train step (`compile_train_step`), timed."""
+    model, program, call = compile_train_step(spec)
     timing = _time_repeats(call, spec, peak)
     return _model_result(
         "train",
