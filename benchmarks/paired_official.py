@@ -19,6 +19,7 @@ the benchmark.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import statistics
@@ -110,17 +111,29 @@ class OfficialProcess:
         return line.strip()
 
     def run(self, name: str) -> float:
-        self._process.stdin.write(name + "\n")
-        answer = self._answer()
-        if answer.startswith("error"):
-            raise RuntimeError(f"the official DiT process: {answer}")
-        return float(answer)
+        with contextlib.suppress(BrokenPipeError):  # it has exited: the next read says so
+            self._process.stdin.write(name + "\n")
+        while True:
+            answer = self._answer()
+            if answer.startswith("error"):
+                raise RuntimeError(f"the official DiT process: {answer}")
+            try:
+                return float(answer)
+            except ValueError:
+                print(f"official: {answer}")  # something else it printed
 
     def close(self) -> None:
-        if self._process.poll() is None:
+        """Asks the process to stop after its current call; kills it if it has not within a
+        minute."""
+        if self._process.poll() is not None:
+            return
+        try:
             self._process.stdin.write(official_dit.QUIT + "\n")
             self._process.stdin.close()
             self._process.wait(timeout=60)
+        except (BrokenPipeError, subprocess.TimeoutExpired):
+            self._process.kill()
+            self._process.wait()
 
 
 @dataclasses.dataclass(frozen=True)

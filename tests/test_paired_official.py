@@ -115,6 +115,23 @@ def test_a_failing_official_process_is_named(script, checkout, tmp_path):
         script.main(flags)
 
 
+def test_the_client_skips_other_output_and_names_an_exit_mid_run(script, checkout, tmp_path):
+    worker = tmp_path / "worker"
+    worker.write_text(
+        "#!/bin/sh\necho loading\necho ready\nread request\necho 'a warning'\necho 0.25\n"
+        "read request\nexit 4\n"
+    )
+    worker.chmod(0o755)
+    args = script.parse_args([f"--dit_dir={checkout}", f"--official_python={worker}"])
+    official = script.OfficialProcess(args)
+    try:
+        assert official.run("train") == 0.25
+        with pytest.raises(RuntimeError, match=r"worker\) exited with status 4"):
+            official.run("train")
+    finally:
+        official.close()
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [
