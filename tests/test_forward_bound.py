@@ -1,25 +1,16 @@
 """benchmarks/forward_bound.py: a guided forward's matrix products, each timed alone."""
 
-import importlib.util
-import pathlib
-import sys
-
 import jax
 import pytest
 
+from benchmark_scripts import benchmark_script
 from ditjax.models import create_model, forward_macs
-
-SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "forward_bound.py"
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("forward_bound", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["forward_bound"] = module  # its dataclass looks its module up there
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules["forward_bound"]
+    with benchmark_script("forward_bound") as module:
+        yield module
 
 
 @pytest.mark.parametrize(

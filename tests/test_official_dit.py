@@ -1,30 +1,20 @@
 """benchmarks/official_dit.py: the official DiT's train step and guided forward timed on a
 stand-in checkout with the same entry points."""
 
-import importlib.util
 import io
-import pathlib
-import sys
 
 import pytest
 import torch
 
+from benchmark_scripts import benchmark_script
 from official_dit_fixtures import write_fake_checkout
-
-SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "official_dit.py"
 
 
 @pytest.fixture
-def script(monkeypatch):
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    for name in ("models", "diffusion"):
-        monkeypatch.delitem(sys.modules, name, raising=False)
-    spec = importlib.util.spec_from_file_location("official_dit", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    yield module
-    for name in ("models", "diffusion"):
-        sys.modules.pop(name, None)
+def script():
+    # load_official puts the checkout on sys.path and imports its models and diffusion.
+    with benchmark_script("official_dit", "models", "diffusion") as module:
+        yield module
 
 
 @pytest.fixture

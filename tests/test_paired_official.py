@@ -1,29 +1,22 @@
 """benchmarks/paired_official.py: ditjax and a stand-in official DiT timed in alternating
 pairs, the official side in a process of its own."""
 
-import importlib.util
 import json
-import pathlib
 import statistics
 import sys
 
+import jax
 import pytest
 
+from benchmark_scripts import benchmark_script
 from official_dit_fixtures import write_fake_checkout
-
-SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "paired_official.py"
 
 
 @pytest.fixture
-def script(monkeypatch):
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    spec = importlib.util.spec_from_file_location("paired_official", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["paired_official"] = module  # its dataclass looks its module up there
-    spec.loader.exec_module(module)
-    yield module
-    for name in ("paired_official", "official_dit"):
-        sys.modules.pop(name, None)
+def script():
+    # It puts benchmarks/ on sys.path to import official_dit.
+    with benchmark_script("paired_official", "official_dit") as module:
+        yield module
 
 
 @pytest.fixture
@@ -64,7 +57,7 @@ def test_summary_is_per_pair_ratios_and_utilisation(script):
     )
     summary = script.summarise(pairs, flops_per_call=50.0)
     assert summary["ratios"] == pytest.approx([2.0, 1.0, 1.1, 2.0])
-    assert summary["ratio_median"] == pytest.approx(1.55)
+    assert summary["ratio_quartiles"][1] == pytest.approx(1.55)
     assert summary["ratio_quartiles"] == pytest.approx(
         statistics.quantiles([2.0, 1.0, 1.1, 2.0], n=4, method="inclusive")
     )
@@ -85,6 +78,7 @@ def test_times_both_sides_in_pairs_and_writes_json(script, checkout, tmp_path, c
     out = tmp_path / "paired.json"
     flags = [
         f"--dit_dir={checkout}",
+        f"--official_python={sys.executable}",  # the test environment has torch
         "--mode=forward",
         "--model=DiT-S/8",
         "--latent_size=16",
@@ -141,13 +135,30 @@ def test_the_client_skips_other_output_and_names_an_exit_mid_run(script, checkou
         (["--official_python=/no/such/python"], "'/no/such/python' is not an executable"),
         (["--out=/no/such/folder/x.json"], "no such folder"),
         (["--gap_s=-1"], "--gap_s must be >= 0"),
+        (["--official_python="], "'' is not an executable"),
     ],
 )
 def test_bad_flags_are_usage_errors_naming_them(script, checkout, flags, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        script.parse_args([f"--dit_dir={checkout}", *flags])
+        script.parse_args([f"--dit_dir={checkout}", f"--official_python={sys.executable}", *flags])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_official_python_must_be_named(script, checkout, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        script.parse_args([f"--dit_dir={checkout}"])
+    assert exit_info.value.code == 2
+    assert "--official_python" in capsys.readouterr().err
+
+
+def test_a_non_cpu_backend_is_refused_before_the_official_process_starts(
+    script, checkout, monkeypatch
+):
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    flags = [f"--dit_dir={checkout}", "--official_python=/bin/false"]
+    with pytest.raises(SystemExit, match="backend is gpu: run it with JAX_PLATFORMS=cpu"):
+        script.main(flags)
 
 
 def test_an_unknown_model_is_named_before_the_official_process_starts(script, checkout):

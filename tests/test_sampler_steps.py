@@ -1,18 +1,15 @@
 """benchmarks/sampler_steps.py: class match against sampling steps, its plot and its table."""
 
-import importlib.util
 import itertools
 import json
 import math
-import pathlib
 
 import pytest
 from PIL import Image
 
+from benchmark_scripts import benchmark_script
 from ditjax.sampling import SAMPLERS
 from sampling_fixtures import write_random_run
-
-SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "sampler_steps.py"
 
 RESULTS = {
     "ddpm": {5: 0.1, 10: 0.3, 20: 0.5, 50: 0.7, 100: 0.8, 250: 0.9},
@@ -23,10 +20,8 @@ RESULTS = {
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("sampler_steps", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    with benchmark_script("sampler_steps") as module:
+        yield module
 
 
 def test_every_library_sampler_has_a_style(script):
