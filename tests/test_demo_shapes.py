@@ -2,6 +2,7 @@
 
 import hashlib
 import socket
+import tempfile
 
 import numpy as np
 import pytest
@@ -175,3 +176,15 @@ def test_source_reads_a_tfrecord_dataset_in_ranges(tmp_path, no_network):
     for a, b in zip(middle, whole[995:], strict=True):
         np.testing.assert_array_equal(np.asarray(a.image), np.asarray(b.image))
         assert a.label == b.label
+
+
+def test_builder_leaves_no_temporary_folder(tmp_path, monkeypatch):
+    # TFDS makes a temporary folder for published metadata when it meets a set not yet
+    # prepared; the demo set has none, so nothing may be left in the temporary directory.
+    temp_root = tmp_path / "temp"
+    temp_root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp_root))
+    builder = DemoShapes(data_dir=str(tmp_path / "data"))
+    assert not builder.is_prepared()
+    assert builder.info.features["label"].names == list(DEMO_CLASS_NAMES)
+    assert list(temp_root.iterdir()) == []

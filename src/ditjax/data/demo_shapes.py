@@ -96,6 +96,17 @@ def demo_images_at(images: np.ndarray, image_size: int) -> np.ndarray:
     return np.stack([center_crop_adm(Image.fromarray(x), image_size) for x in images])
 
 
+class _GeneratedDatasetInfo(tfds.core.DatasetInfo):
+    """The DatasetInfo of a set generated here, which has no published metadata to copy.
+
+    TFDS looks for published metadata whenever a builder is made for a set not yet prepared,
+    and makes an empty temporary folder for it first, which it leaves behind.
+    """
+
+    def initialize_from_bucket(self) -> None:
+        pass
+
+
 class DemoShapes(tfds.core.GeneratorBasedBuilder):
     """TFDS builder of the demo set: train (1000 per class) and test (100 per class).
 
@@ -117,7 +128,8 @@ class DemoShapes(tfds.core.GeneratorBasedBuilder):
             self.info.set_file_format("array_record", override=True)
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
+        return _GeneratedDatasetInfo(
+            builder=self,
             description=__doc__,
             features=tfds.features.FeaturesDict(
                 {
