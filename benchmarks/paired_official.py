@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0: its default")
     parser.add_argument("--out", default="", help="write the results here as JSON")
     args = parser.parse_args(argv)
-    args.modes = tuple(name for name in args.mode.split(",") if name)
+    args.modes = tuple(dict.fromkeys(name for name in args.mode.split(",") if name))
     unknown = sorted(set(args.modes) - set(MODES))
     if unknown or not args.modes:
         parser.error(f"--mode must be a comma list of {MODES}, got {args.mode!r}")
@@ -159,12 +159,10 @@ def time_pairs(
     result = Pairs([], [], [], [])
     for index in range(pairs):
         official_first = index % 2 == 0
-        for side in ("official", "ditjax") if official_first else ("ditjax", "official"):
+        sides = [(official, result.official_s), (ditjax, result.ditjax_s)]
+        for call, seconds in sides if official_first else sides[::-1]:
             time.sleep(gap_s)
-            if side == "official":
-                result.official_s.append(official())
-            else:
-                result.ditjax_s.append(ditjax())
+            seconds.append(call())
         result.official_first.append(official_first)
         result.reference_flops_per_s.append(reference())
     return result
@@ -232,9 +230,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         compile_guided_forward,
         compile_train_step,
         guided_forwards,
+        model_flops,
     )
     from ditjax.benchmark.modes import TRAIN_FORWARDS
-    from ditjax.models import forward_macs
 
     spec = BenchSpec(
         model=args.model,
@@ -282,7 +280,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 args.pairs,
                 args.gap_s,
             )
-            flops = 2.0 * forward_macs(model) * forwards[mode] * args.batch_size
+            flops = model_flops(model, args.batch_size, forwards[mode])
             results[mode] = summarise(pairs, flops)
             print(describe(mode, results[mode]), flush=True)
     finally:

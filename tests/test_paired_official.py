@@ -9,6 +9,8 @@ import jax
 import pytest
 
 from benchmark_scripts import benchmark_script
+from ditjax.benchmark import model_flops
+from ditjax.models import create_model
 from official_dit_fixtures import write_fake_checkout
 
 
@@ -96,6 +98,15 @@ def test_times_both_sides_in_pairs_and_writes_json(script, checkout, tmp_path, c
     assert all(s > 0 for s in summary["official_s"] + summary["ditjax_s"])
     assert summary["official_first"] == [True, False, True]
     assert 0 < summary["ditjax_utilisation_quartiles"][1] < 10
+    # The guided forward's FLOPs as the benchmark counts them: 2 passes per image, 2 images.
+    flops = model_flops(create_model("DiT-S/8", input_size=16), images=2, forwards_per_image=2)
+    utilisation = [
+        flops / d / r
+        for d, r in zip(summary["ditjax_s"], summary["reference_flops_per_s"], strict=True)
+    ]
+    assert summary["ditjax_utilisation_quartiles"][1] == pytest.approx(
+        statistics.median(utilisation)
+    )
     assert json.loads(out.read_text())["forward"]["ratios"] == pytest.approx(summary["ratios"])
     assert "forward: 3 pairs" in capsys.readouterr().out
 
@@ -143,6 +154,13 @@ def test_bad_flags_are_usage_errors_naming_them(script, checkout, flags, message
         script.parse_args([f"--dit_dir={checkout}", f"--official_python={sys.executable}", *flags])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_mode_named_twice_runs_once(script, checkout):
+    args = script.parse_args(
+        [f"--dit_dir={checkout}", f"--official_python={sys.executable}", "--mode=forward,,forward"]
+    )
+    assert args.modes == ("forward",)
 
 
 def test_the_official_python_must_be_named(script, checkout, capsys):

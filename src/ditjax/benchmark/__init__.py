@@ -20,6 +20,7 @@ from ditjax.benchmark.modes import (
     compile_guided_forward,
     compile_train_step,
     guided_forwards,
+    model_flops,
 )
 from ditjax.benchmark.program_flops import ProgramFlops, program_flops
 from ditjax.benchmark.report import (
@@ -48,6 +49,7 @@ __all__ = [
     "guided_forwards",
     "known_peak_tflops",
     "markdown_table",
+    "model_flops",
     "peak_memory_bytes",
     "profile_markdown",
     "program_flops",

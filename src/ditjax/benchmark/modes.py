@@ -143,6 +143,12 @@ def _compile(jitted, *args) -> CompiledProgram:
     return CompiledProgram(compiled, compile_s, program_flops(traced.jaxpr))
 
 
+def model_flops(model: DiT, images: int, forwards_per_image: float) -> float:
+    """The model FLOPs of a call that runs `forwards_per_image` forward passes' worth of the
+    model (a train step: TRAIN_FORWARDS) on each of `images` images, from its analytic cost."""
+    return 2.0 * forward_macs(model) * forwards_per_image * images
+
+
 def _model_result(
     mode: str,
     spec: BenchSpec,
@@ -155,7 +161,7 @@ def _model_result(
     **extra: Any,
 ) -> dict[str, Any]:
     step_s = statistics.median(timing.step_times)
-    flops = 2.0 * forward_macs(model) * forwards_per_image * images
+    flops = model_flops(model, images, forwards_per_image)
     achieved = flops / step_s
     reference = timing.reference_flops_per_s
     memory, memory_kind = peak_memory_bytes()
