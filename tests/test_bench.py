@@ -7,13 +7,18 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from ditjax import bench
 from ditjax.benchmark import MatmulProbe, describe, known_peak_tflops, markdown_table
+from ditjax.benchmark.modes import _reference_optimizer
 from ditjax.models import create_model, forward_macs
 from ditjax.models.embeddings import TIMESTEP_FREQUENCY_SIZE
+from ditjax.training.optimizer import clipped_adamw, learning_rate_schedule, make_optimizer
+from training_fixtures import load_config
 
 TINY = [
     "--model=DiT-S/4",
@@ -297,9 +302,17 @@ def test_the_best_variant_is_chosen_per_mode_and_model():
     assert bench.best_results(results) == {"train DiT-XL/2": 1, "train DiT-B/2": 3}
 
 
-# The data, logging and checkpoint stacks, which an accelerator host benchmarking the model
-# does not need.
-DATA_STACK = ("grain", "tensorflow_datasets", "array_record", "clu", "tensorflow", "orbax")
+# The data, logging, checkpoint and config stacks of a training run, which an accelerator host
+# benchmarking the model does not need.
+DATA_STACK = (
+    "grain",
+    "tensorflow_datasets",
+    "array_record",
+    "clu",
+    "tensorflow",
+    "orbax",
+    "ml_collections",
+)
 
 
 @pytest.mark.slow
@@ -328,3 +341,33 @@ def test_a_batch_the_devices_do_not_divide_is_refused():
     )
     assert done.returncode == 2, done.stderr[-2000:]
     assert "--batch_size [3] must be a multiple of the 2 devices" in done.stderr
+
+
+def test_the_benchmark_optimizer_steps_as_the_base_config_does():
+    optimizer, learning_rate_fn = _reference_optimizer()
+    config = load_config("base")
+    reference = make_optimizer(config)
+    keys = jax.random.split(jax.random.key(0), 4)
+    params = {"w": jax.random.normal(keys[0], (5, 3)), "b": jax.random.normal(keys[1], (3,))}
+    states = optimizer.init(params), reference.init(params)
+    for step, key in enumerate(keys[1:]):
+        grads = {"w": jax.random.normal(key, (5, 3)), "b": jax.random.normal(key, (3,)) * 10}
+        update, state = optimizer.update(grads, states[0], params)
+        expected, reference_state = reference.update(grads, states[1], params)
+        states = state, reference_state
+        jax.tree.map(np.testing.assert_array_equal, update, expected)
+        assert learning_rate_fn(step) == learning_rate_schedule(config)(step)
+
+
+def test_clipped_adamw_clips_the_global_norm_first():
+    params = {"w": jnp.ones((4,)), "b": jnp.zeros((2,))}
+    grads = {"w": jnp.full((4,), 3.0), "b": jnp.full((2,), 4.0)}
+    norm = float(optax.global_norm(grads))
+    kwargs = dict(b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0)
+    clipped = clipped_adamw(1e-3, grad_clip_norm=1.0, **kwargs)
+    plain = clipped_adamw(1e-3, grad_clip_norm=0.0, **kwargs)
+    # AdamW's first update hardly depends on the gradients' scale, so compare its moments.
+    _, state = clipped.update(grads, clipped.init(params), params)
+    unit_grads = jax.tree.map(lambda g: g / norm, grads)
+    _, plain_state = plain.update(unit_grads, plain.init(params), params)
+    jax.tree.map(np.testing.assert_allclose, state[1][0].mu, plain_state[0].mu)

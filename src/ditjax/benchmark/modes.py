@@ -20,8 +20,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
+import optax
 
 from ditjax.benchmark.device import ReferencePeak, peak_memory_bytes, program_memory_bytes
 from ditjax.benchmark.profiling import profile_calls
@@ -31,7 +31,7 @@ from ditjax.inference_compile import inference_compiler_options
 from ditjax.models import DiT, create_model, forward_macs
 from ditjax.parallel import create_mesh, make_global_batch
 from ditjax.sampling import make_sample_fn
-from ditjax.training.optimizer import learning_rate_schedule, make_optimizer
+from ditjax.training.optimizer import clipped_adamw
 from ditjax.training.state import create_train_state
 from ditjax.training.step import jit_train_step, make_train_step
 
@@ -203,18 +203,14 @@ def _init_params(model: DiT, latent_shape: tuple[int, int, int]) -> dict:
     return nn.unbox(variables["params"])
 
 
-def _optimizer_config() -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(
-        {
-            "learning_rate": 1e-4,
-            "warmup_steps": 0,
-            "adam_b1": 0.9,
-            "adam_b2": 0.999,
-            "adam_eps": 1e-8,
-            "weight_decay": 0.0,
-            "grad_clip_norm": 0.0,
-        }
+def _reference_optimizer() -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """configs/base.py's optimizer (AdamW at a constant 1e-4, no weight decay or clipping) and
+    its learning rate schedule, built without ml-collections."""
+    learning_rate_fn = optax.constant_schedule(1e-4)
+    optimizer = clipped_adamw(
+        learning_rate_fn, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, grad_clip_norm=0.0
     )
+    return optimizer, learning_rate_fn
 
 
 def compile_train_step(spec: BenchSpec) -> tuple[DiT, CompiledProgram, Callable[[], Any]]:
@@ -223,8 +219,7 @@ def compile_train_step(spec: BenchSpec) -> tuple[DiT, CompiledProgram, Callable[
     call to call, and blocks."""
     model = spec.create_model()
     mesh = create_mesh(spec.mesh)
-    config = _optimizer_config()
-    optimizer = make_optimizer(config)
+    optimizer, learning_rate_fn = _reference_optimizer()
     latent_shape = (spec.latent_size, spec.latent_size, model.in_channels)
     state, shardings = create_train_state(model, optimizer, 0, latent_shape, mesh)
     step = jit_train_step(
@@ -234,7 +229,7 @@ def compile_train_step(spec: BenchSpec) -> tuple[DiT, CompiledProgram, Callable[
             optimizer,
             ema_decay=0.9999,
             latent_scale=0.18215,
-            learning_rate_fn=learning_rate_schedule(config),
+            learning_rate_fn=learning_rate_fn,
         ),
         shardings,
         mesh,

@@ -8,9 +8,8 @@ import os
 import pathlib
 import runpy
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import ml_collections
 from etils import epath
 
 from ditjax.models import (
@@ -25,6 +24,9 @@ from ditjax.models import (
 from ditjax.models.registry import DTYPES
 from ditjax.parallel import resolve_mesh_shape
 from ditjax.training.optimizer import LR_DECAYS
+
+if TYPE_CHECKING:
+    import ml_collections
 
 # Fields that 0 leaves to the latent dataset's description (see resolve_dataset_fields).
 DATASET_FIELDS = ("image_size", "latent_size", "latent_channels", "num_classes")

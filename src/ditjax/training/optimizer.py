@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import ml_collections
+from typing import TYPE_CHECKING
+
 import optax
+
+if TYPE_CHECKING:
+    import ml_collections
 
 LR_DECAYS = ("none", "cosine")
 
@@ -29,13 +33,28 @@ def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
     """optax AdamW as configured (the reference uses lr 1e-4, no weight decay)."""
-    adamw = optax.adamw(
+    return clipped_adamw(
         learning_rate_schedule(config),
         b1=config.adam_b1,
         b2=config.adam_b2,
         eps=config.adam_eps,
         weight_decay=config.weight_decay,
+        grad_clip_norm=config.grad_clip_norm,
     )
-    if config.grad_clip_norm > 0:
-        return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), adamw)
+
+
+def clipped_adamw(
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    b1: float,
+    b2: float,
+    eps: float,
+    weight_decay: float,
+    grad_clip_norm: float,
+) -> optax.GradientTransformation:
+    """optax AdamW, after clipping the gradients' global norm to `grad_clip_norm` when it is
+    positive."""
+    adamw = optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
+    if grad_clip_norm > 0:
+        return optax.chain(optax.clip_by_global_norm(grad_clip_norm), adamw)
     return adamw
