@@ -1,4 +1,4 @@
-"""The train step: mesh independence, a single compilation, config validation."""
+"""The train step: mesh independence, a single compilation, config validation, the optimizer."""
 
 import json
 import os
@@ -8,14 +8,16 @@ import sys
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from ditjax.diffusion import create_diffusion
 from ditjax.models import create_model
 from ditjax.parallel import create_mesh, make_global_batch
 from ditjax.training import ConfigError, resolve_dataset_fields, validate_config
-from ditjax.training.optimizer import learning_rate_schedule, make_optimizer
+from ditjax.training.optimizer import clipped_adamw, learning_rate_schedule, make_optimizer
 from ditjax.training.state import create_train_state
 from ditjax.training.step import jit_train_step, make_train_step
 from training_fixtures import DEMO_INFO, imagenet_info, load_config, tiny_config
@@ -140,6 +142,20 @@ def test_cosine_decay_warms_up_then_falls_to_the_final_fraction():
     np.testing.assert_allclose(float(rate(5000)), 2e-4, rtol=1e-5)
     config.lr_decay = "none"
     assert float(learning_rate_schedule(config)(1100)) == pytest.approx(2e-3)
+
+
+def test_clipped_adamw_clips_the_global_norm_first():
+    params = {"w": jnp.ones((4,)), "b": jnp.zeros((2,))}
+    grads = {"w": jnp.full((4,), 3.0), "b": jnp.full((2,), 4.0)}
+    norm = float(optax.global_norm(grads))
+    kwargs = dict(b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0)
+    clipped = clipped_adamw(1e-3, grad_clip_norm=1.0, **kwargs)
+    plain = clipped_adamw(1e-3, grad_clip_norm=0.0, **kwargs)
+    # AdamW's first update hardly depends on the gradients' scale, so compare its moments.
+    _, state = clipped.update(grads, clipped.init(params), params)
+    unit_grads = jax.tree.map(lambda g: g / norm, grads)
+    _, plain_state = plain.update(unit_grads, plain.init(params), params)
+    jax.tree.map(np.testing.assert_allclose, state[1][0].mu, plain_state[0].mu)
 
 
 def test_valid_configs_pass():
