@@ -157,9 +157,9 @@ def time_pairs(
     """`pairs` pairs of one call of each side (each call returns its own seconds), the
     official one first in even pairs, `gap_s` seconds before each call."""
     result = Pairs([], [], [], [])
+    sides = [(official, result.official_s), (ditjax, result.ditjax_s)]
     for index in range(pairs):
         official_first = index % 2 == 0
-        sides = [(official, result.official_s), (ditjax, result.ditjax_s)]
         for call, seconds in sides if official_first else sides[::-1]:
             time.sleep(gap_s)
             seconds.append(call())
@@ -225,6 +225,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from ditjax.atomic_files import write_json
     from ditjax.benchmark import (
+        TRAIN_FORWARDS,
         BenchSpec,
         MatmulProbe,
         compile_guided_forward,
@@ -232,7 +233,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         guided_forwards,
         model_flops,
     )
-    from ditjax.benchmark.modes import TRAIN_FORWARDS
 
     spec = BenchSpec(
         model=args.model,

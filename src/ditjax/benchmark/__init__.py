@@ -11,6 +11,7 @@ from ditjax.benchmark.device import (
     reference_peak,
 )
 from ditjax.benchmark.modes import (
+    TRAIN_FORWARDS,
     BenchSpec,
     CompiledProgram,
     bench_data,
@@ -33,6 +34,7 @@ from ditjax.benchmark.synthetic_latents import write_synthetic_latents
 
 __all__ = [
     "PEAK_TFLOPS",
+    "TRAIN_FORWARDS",
     "BenchSpec",
     "CompiledProgram",
     "MatmulProbe",
